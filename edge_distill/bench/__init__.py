@@ -1,0 +1,97 @@
+"""Benchmark a .tflite/.onnx model: the device agent runs it in a separate process, somewhere a runner decides.
+
+    result = bench_model(Path("runs/rpi4/student_int8.tflite"), threads=4)
+    result.p50_ms, result.peak_rss_mb, result.where
+
+The measurement protocol lives in ``export/agent.py`` (shipped as ``edge_distill.export``) so the host
+and every device measure the same way: load (+ allocate) timed once, one first inference, ``warmup``
+untimed runs, then ``runs`` timed batch-1 inferences on seeded random input (or the first ``eval_npz``
+sample); peak RSS is read before any evaluation data is loaded.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import os
+import platform
+from pathlib import Path
+
+from ..console import get_console
+from ..errors import BenchError, ConfigError
+from .result import BenchResult, BenchSuite
+from .runners import RUNNERS, AgentOptions, LocalRunner, Runner, parse_agent_output
+
+__all__ = ["BenchResult", "BenchSuite", "bench_model", "runner_names", "describe_host", "RUNNERS", "Runner",
+           "LocalRunner", "AgentOptions", "parse_agent_output", "agent_path"]
+
+
+def runner_names() -> list[str]:
+    return RUNNERS.names()
+
+
+def describe_host() -> str:
+    """This machine in one line, e.g. ``x86_64 Linux 6.1, AMD EPYC, 2 CPUs, Python 3.11.7``."""
+    cpu = platform.processor() or "unknown CPU"
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                key, _, value = line.partition(":")
+                if key.strip() in ("model name", "Model", "Hardware") and value.strip():
+                    cpu = value.strip()
+                    break
+    except OSError:
+        pass
+    return (f"{platform.machine()} {platform.system()} {platform.release()}, {cpu}, "
+            f"{os.cpu_count() or 1} CPUs, Python {platform.python_version()}")
+
+
+def agent_path():
+    """The device agent script shipped in the wheel (a Traversable; use with ``importlib.resources.as_file``)."""
+    return importlib.resources.files("edge_distill.export") / "agent.py"
+
+
+def _check_int(name: str, value: object, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(f"bench {name} = {value!r} is invalid; expected an integer >= {minimum}.")
+    return value
+
+
+def bench_model(model_path: Path, threads: int, warmup: int = 20, runs: int = 200,
+                eval_npz: Path | None = None, runner: str = "local", timeout_s: float = 600,
+                eval_limit: int = 0) -> BenchResult:
+    """Benchmark one model with the device agent via ``runner``; with ``eval_npz`` also its accuracy.
+
+    ``eval_npz`` holds ``x`` (float32, already in the model's input layout and normalized; int8/uint8
+    inputs are quantized by the agent) and ``y`` (integer labels).  ``eval_limit`` caps how many of its
+    samples are scored (0 = all).  Raises ``BenchError`` with the agent's own message on any failure.
+    """
+    runner_cls = RUNNERS.get(runner)  # unknown names → ConfigError listing the known runners
+    model_path = Path(model_path)
+    _check_int("threads", threads, 1)
+    _check_int("warmup", warmup, 0)
+    _check_int("runs", runs, 1)
+    _check_int("eval_limit", eval_limit, 0)
+    if not (isinstance(timeout_s, (int, float)) and timeout_s > 0):
+        raise ConfigError(f"bench timeout_s = {timeout_s!r} is invalid; expected a number of seconds > 0.")
+    if not model_path.is_file():
+        raise BenchError(f"Model file not found: {model_path}", "Pass the path of a .tflite or .onnx file.")
+    if eval_npz is not None:
+        eval_npz = Path(eval_npz)
+        if not eval_npz.is_file():
+            raise BenchError(f"Evaluation data not found: {eval_npz}",
+                             "Pass a .npz with x (model input layout) and y (integer labels).")
+
+    console = get_console()
+    what = f"{runs} runs, {threads} thread{'s' if threads != 1 else ''}, runner {runner}"
+    console.stage("bench", f"{model_path.name}: {what}" + (f", scoring {eval_npz.name}" if eval_npz else ""))
+    options = AgentOptions(threads=threads, warmup=warmup, runs=runs, eval_limit=eval_limit)
+    impl = runner_cls()
+    with importlib.resources.as_file(agent_path()) as agent:
+        data = impl.run_agent(agent, model_path.resolve(), options, eval_npz.resolve() if eval_npz else None,
+                              timeout_s)
+    result = BenchResult.from_agent(data, runner=runner, where=impl.where(data))
+    acc = f", accuracy {result.accuracy:.4f} on {result.n_eval}" if result.accuracy is not None else ""
+    peak = f"{result.peak_rss_mb:.1f} MB" if result.peak_rss_mb is not None else "n/a"
+    console.stage("bench", f"{model_path.name}: p50 {result.p50_ms:.3f} ms, p99 {result.p99_ms:.3f} ms, "
+                           f"load {result.load_ms:.1f} ms, peak RSS {peak}{acc} [{result.where}]")
+    return result

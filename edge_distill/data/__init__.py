@@ -1,0 +1,72 @@
+"""The data stage: a dataset name → a ``DataSpec`` and seeded train/val/test/calibration splits."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import DataError
+from .builtin import DATASETS
+from .spec import DataSpec, Splits
+from .splits import balanced_subset, stratified_split
+
+SPLIT_FRACTIONS = {"train": 0.7, "val": 0.1, "test": 0.2}
+
+
+@dataclass(frozen=True)
+class DataResult:
+    spec: DataSpec
+    splits_path: str  # relative to the run directory
+    n_train: int
+    n_val: int
+    n_test: int
+    n_calib: int
+
+
+def prepare(name: str, seed: int, calib_count: int) -> tuple[DataSpec, Splits]:
+    """Load a dataset, split it, normalize with training-split statistics, pick calibration samples."""
+    images, labels, class_names, pixel_scale, source = DATASETS.get(name)()
+    check_raw(images, labels, len(class_names), name)
+    idx = stratified_split(labels, SPLIT_FRACTIONS, seed)
+    scaled = images / np.float32(pixel_scale)
+    mean = float(scaled[idx["train"]].mean())
+    std = float(scaled[idx["train"]].std())
+    x = ((scaled - mean) / std).astype(np.float32)
+    calib = idx["train"][balanced_subset(labels[idx["train"]], calib_count, seed + 1)]
+    spec = DataSpec(
+        name=name,
+        task="vision",
+        input_shape=tuple(int(d) for d in images.shape[1:]),  # type: ignore[arg-type]
+        num_classes=len(class_names),
+        class_names=class_names,
+        pixel_scale=pixel_scale,
+        mean=mean,
+        std=std,
+        source=source,
+    )
+    splits = Splits(
+        x_train=x[idx["train"]], y_train=labels[idx["train"]],
+        x_val=x[idx["val"]], y_val=labels[idx["val"]],
+        x_test=x[idx["test"]], y_test=labels[idx["test"]],
+        x_calib=x[calib], y_calib=labels[calib],
+    )
+    return spec, splits
+
+
+def check_raw(images: np.ndarray, labels: np.ndarray, num_classes: int, name: str) -> None:
+    if len(images) == 0:
+        raise DataError(f"Dataset {name!r} is empty.", "Point the loader at a dataset with at least one image per class.")
+    if images.ndim != 4:
+        raise DataError(f"Dataset {name!r} images have shape {images.shape}; expected (N, C, H, W).", "Images must be 4-D.")
+    if len(images) != len(labels):
+        raise DataError(f"Dataset {name!r} has {len(images)} images but {len(labels)} labels.", "Give one label per image.")
+    bad = labels[(labels < 0) | (labels >= num_classes)]
+    if bad.size:
+        raise DataError(
+            f"Dataset {name!r} has labels out of range (e.g. {int(bad[0])}); expected 0..{num_classes - 1}.",
+            "Labels must be class indices starting at 0.",
+        )
+
+
+__all__ = ["DATASETS", "DataResult", "DataSpec", "Splits", "prepare"]

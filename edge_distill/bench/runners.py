@@ -1,0 +1,106 @@
+"""Runners: how the device agent (``export/agent.py``) gets executed, and where.
+
+A runner takes the agent script, a model and the agent's options, runs the agent somewhere (this
+machine, an emulator, a board over ssh, a phone over adb), and returns the agent's JSON object.  Only
+``local`` exists now; ``qemu-arm64``, ``ssh`` and ``adb`` are meant to be further ``Runner`` subclasses
+registered in ``RUNNERS`` — they copy the files over, run the same agent, and say honestly in
+``where()`` what the numbers mean there.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import BenchError
+from ..registry import Registry
+
+
+@dataclass(frozen=True)
+class AgentOptions:
+    """The agent's command-line options, independent of where it runs."""
+
+    threads: int
+    warmup: int
+    runs: int
+    eval_limit: int = 0  # --batch-limit: evaluate at most this many --npz samples (0 = all)
+
+    def argv(self) -> list[str]:
+        return ["--threads", str(self.threads), "--warmup", str(self.warmup), "--runs", str(self.runs),
+                "--batch-limit", str(self.eval_limit)]
+
+
+class Runner(ABC):
+    """Runs the agent once and returns its JSON object; raises ``BenchError`` with the agent's message."""
+
+    name: str = ""
+
+    @abstractmethod
+    def run_agent(self, agent: Path, model: Path, options: AgentOptions, eval_npz: Path | None,
+                  timeout_s: float) -> dict[str, Any]: ...
+
+    @abstractmethod
+    def where(self, facts: dict[str, Any]) -> str:
+        """Where the numbers were measured, in words, from the agent's machine facts."""
+
+
+RUNNERS: Registry[type[Runner]] = Registry("bench runner")
+
+
+def parse_agent_output(label: str, returncode: int, stdout: str, stderr: str) -> dict[str, Any]:
+    """The agent prints one JSON object; turn it (or its absence) into a result or a ``BenchError``."""
+    lines = [ln for ln in stdout.splitlines() if ln.strip()]
+    data: Any = None
+    if lines:
+        try:
+            data = json.loads(lines[-1])
+        except json.JSONDecodeError:
+            data = None
+    tail = "\n".join(stderr.strip().splitlines()[-15:])
+    if isinstance(data, dict) and "error" in data:
+        raise BenchError(f"Benchmark of {label} failed: {data['error']}", data.get("hint", ""))
+    if returncode != 0 or not isinstance(data, dict):
+        if returncode < 0:
+            try:
+                how = f"was killed by {signal.Signals(-returncode).name}"
+            except ValueError:
+                how = f"was killed by signal {-returncode}"
+        elif returncode != 0:
+            how = f"exited with code {returncode}"
+        else:
+            how = "printed no JSON result"
+        raise BenchError(f"The benchmark agent {how} while running {label}.\nAgent stderr (last lines):\n{tail}",
+                         "A crash while loading usually means a corrupt or unsupported model file.")
+    return data
+
+
+@RUNNERS.register("local")
+class LocalRunner(Runner):
+    """The agent in a fresh process of this Python on this machine (so imports and memory are isolated)."""
+
+    name = "local"
+
+    def run_agent(self, agent: Path, model: Path, options: AgentOptions, eval_npz: Path | None,
+                  timeout_s: float) -> dict[str, Any]:
+        cmd = [sys.executable, str(agent), str(model), *options.argv()]
+        if eval_npz is not None:
+            cmd += ["--npz", str(eval_npz)]
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, stdin=subprocess.DEVNULL)
+        except subprocess.TimeoutExpired:
+            raise BenchError(f"Benchmark of {model.name} did not finish within {timeout_s:g} s and was stopped.",
+                             "Use fewer --runs / a smaller --npz, or raise the timeout.") from None
+        return parse_agent_output(model.name, proc.returncode, proc.stdout, proc.stderr)
+
+    def where(self, facts: dict[str, Any]) -> str:
+        machine = facts.get("machine", "unknown")
+        if machine.lower() in ("x86_64", "amd64", "i386", "i686", "x86"):
+            return f"host {machine} (build machine, not the target device)"
+        return (f"host {machine} (local run on the build machine; it is the target device only if "
+                f"edge-distill itself runs on the device)")

@@ -1,0 +1,122 @@
+"""The ``edge-distill`` command: parses arguments, calls one library function per command, maps errors.
+
+Kept thin on purpose: no heavy imports at module level, so ``edge-distill --help`` answers at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import traceback
+from pathlib import Path
+
+from . import __version__
+from .errors import EdgeDistillError
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="edge-distill", description="Distil, convert, verify and benchmark a device-sized student.")
+    parser.add_argument("--version", action="version", version=f"edge-distill {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    b = sub.add_parser("build", help="run the whole pipeline for a device profile")
+    b.add_argument("--profile", default="rpi4", help="built-in profile name or path to a .toml (default: rpi4)")
+    b.add_argument("--data", default="digits", help="dataset (default: digits, the embedded demo)")
+    b.add_argument("--teacher", default="auto", help="'auto' (train the built-in CNN) or a TorchScript / torch.export file")
+    b.add_argument("--trust-pickle", action="store_true", help="allow a pickled teacher checkpoint (it can execute code)")
+    b.add_argument("--student", default="cnn", help="student family (cnn, dscnn)")
+    b.add_argument("--out", help="run directory (default: runs/<profile>)")
+    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--teacher-epochs", type=int, default=15)
+    b.add_argument("--student-epochs", type=int, default=30)
+    b.add_argument("--kd-loss", default="logit", help="KD loss (logit)")
+    b.add_argument("--temperature", type=float, default=4.0, help="KD temperature T")
+    b.add_argument("--alpha", type=float, default=0.5, help="weight of the hard-label term")
+    b.add_argument("--min-compression", type=float, default=4.0, help="student ≤ teacher params / this")
+    b.add_argument("--calib-count", type=int, default=200, help="INT8 calibration samples (class-balanced, from the training split)")
+    b.add_argument("--max-int8-drop", type=float, default=1.0, help="largest INT8 accuracy loss (points) the quality gate accepts")
+    b.add_argument("--bench-warmup", type=int, default=20)
+    b.add_argument("--bench-runs", type=int, default=200)
+    b.add_argument("--runner", default="local", help="where benchmarks run (local)")
+    b.add_argument("--force", action="store_true", help="redo every stage, even those whose inputs did not change")
+    b.add_argument("--quiet", action="store_true", help="no progress bars or info lines (errors still print)")
+
+    p = sub.add_parser("profiles", help="list or show device profiles")
+    psub = p.add_subparsers(dest="profiles_command", required=True)
+    psub.add_parser("list", help="list the built-in profiles")
+    show = psub.add_parser("show", help="show one profile (name or .toml path)")
+    show.add_argument("name")
+
+    bench = sub.add_parser("bench", help="benchmark a .tflite or .onnx file in a separate process")
+    bench.add_argument("model")
+    bench.add_argument("--threads", type=int, default=2)
+    bench.add_argument("--warmup", type=int, default=20)
+    bench.add_argument("--runs", type=int, default=200)
+    bench.add_argument("--npz", help="test data (.npz with x in the model's input layout, y labels) for on-agent accuracy")
+    bench.add_argument("--runner", default="local")
+    return parser
+
+
+def _cmd_build(args: argparse.Namespace) -> int:
+    from .pipeline import BuildOptions, build
+
+    options = BuildOptions(
+        profile=args.profile, data=args.data, teacher=args.teacher, student=args.student, out=args.out, seed=args.seed,
+        teacher_epochs=args.teacher_epochs, student_epochs=args.student_epochs, kd_loss=args.kd_loss,
+        temperature=args.temperature, alpha=args.alpha, min_compression=args.min_compression, calib_count=args.calib_count,
+        max_int8_drop=args.max_int8_drop, bench_warmup=args.bench_warmup, bench_runs=args.bench_runs, runner=args.runner,
+        force=args.force, quiet=args.quiet, trust_pickle=args.trust_pickle,
+    )
+    report = build(options)
+    led = report["ledger"]
+    int8 = next(r for r in led["rows"] if r["variant"] == "tflite_int8")
+    print(f"INT8 student: {int8['accuracy']:.4f} test accuracy ({led['int8_drop_points']:+.2f} pts vs fp32 allowed {led['max_int8_drop']}); "
+          f"report: {Path(report['run_dir']) / 'report.md'}")
+    return 0
+
+
+def _cmd_profiles(args: argparse.Namespace) -> int:
+    from .profiles import builtin_names, load_profile
+    from .serde import to_jsonable
+
+    if args.profiles_command == "list":
+        for name in builtin_names():
+            prof = load_profile(name)
+            print(f"{name:<18} {prof.description}")
+        return 0
+    print(json.dumps(to_jsonable(load_profile(args.name)), indent=2))
+    return 0
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from .bench import bench_model
+    from .serde import to_jsonable
+
+    result = bench_model(Path(args.model), args.threads, args.warmup, args.runs, Path(args.npz) if args.npz else None, runner=args.runner)
+    print(json.dumps(to_jsonable(result), indent=2))
+    return 0
+
+
+COMMANDS = {"build": _cmd_build, "profiles": _cmd_profiles, "bench": _cmd_bench}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except EdgeDistillError as exc:
+        if args.debug:
+            traceback.print_exc()
+        print(f"error: {exc.message}", file=sys.stderr)
+        if exc.hint:
+            print(f"hint: {exc.hint}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("interrupted: finished stages are kept; rerun the same command to resume.", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,157 @@
+"""Host-side inference for the files the convert stage writes: ONNX Runtime and LiteRT, batch-1 loops.
+
+Both runners take NCHW float32 (what the torch student sees) and hide the per-format details — layout,
+quantization of int8 inputs, dequantization of int8 outputs — so every hop can be compared on the same
+numbers.  A missing or corrupt file raises ``ConversionError`` instead of a runtime's C++ message.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import ConversionError
+from .quiet import captured_output
+
+_TFLITE_IDENTIFIER = b"TFL3"  # flatbuffer file identifier at bytes 4..8 of every .tflite file
+
+
+def _check_threads(threads: int) -> int:
+    if not isinstance(threads, int) or threads < 1:
+        raise ConversionError(f"threads must be a positive integer, got {threads!r}")
+    return threads
+
+
+def _require_file(path: Path, kind: str) -> Path:
+    path = Path(path)
+    if not path.is_file():
+        raise ConversionError(f"{kind} model not found: {path}", "Check the path, or rerun the convert stage.")
+    return path
+
+
+def _unreadable(path: Path, kind: str, exc: BaseException) -> ConversionError:
+    first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    return ConversionError(
+        f"Cannot load {kind} model {path}: {first_line}",
+        "The file is corrupt or not a model of this kind; delete it and rerun the convert stage (--force).",
+    )
+
+
+# ---- ONNX ------------------------------------------------------------------------------------------
+def onnx_session(path: Path, threads: int = 2) -> Any:
+    import onnxruntime as ort
+
+    path = _require_file(path, "ONNX")
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = _check_threads(threads)
+    options.inter_op_num_threads = 1  # one sample at a time: no independent branches worth a second pool
+    options.log_severity_level = 3  # errors only; ORT warns about unused initializers etc.
+    try:
+        return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # ORT raises its own pybind exception types (InvalidProtobuf, Fail, ...)
+        raise _unreadable(path, "ONNX", exc) from None
+
+
+def run_onnx(path: Path, x_nchw: np.ndarray, threads: int = 2) -> np.ndarray:
+    """Logits (N, classes) as float32 for NCHW float32 ``x_nchw``; loops batch-1 like the exported graph."""
+    session = onnx_session(path, threads)
+    model_input = session.get_inputs()[0]
+    x = np.asarray(x_nchw)
+    if model_input.type == "tensor(float)":
+        x = x.astype(np.float32, copy=False)
+    expected = tuple(model_input.shape[1:])
+    if all(isinstance(d, int) for d in expected) and tuple(x.shape[1:]) != expected:
+        raise ConversionError(
+            f"Input of shape {tuple(x.shape)} does not match the ONNX model {path} (expects (N, {', '.join(map(str, expected))}))."
+        )
+    outputs = [session.run(None, {model_input.name: x[i : i + 1]})[0] for i in range(len(x))]
+    return np.concatenate(outputs, axis=0).astype(np.float32, copy=False).reshape(len(x), -1)
+
+
+# ---- TFLite ----------------------------------------------------------------------------------------
+def tflite_interpreter(path: Path, threads: int = 2) -> Any:
+    """A LiteRT interpreter with tensors allocated; ``num_threads`` is always explicit (LiteRT treats None as 1)."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    path = _require_file(path, "TFLite")
+    content = path.read_bytes()
+    if len(content) < 8 or content[4:8] != _TFLITE_IDENTIFIER:
+        raise ConversionError(
+            f"Cannot load TFLite model {path}: not a TFLite flatbuffer (missing the 'TFL3' identifier).",
+            "The file is corrupt or not a .tflite model; delete it and rerun the convert stage (--force).",
+        )
+    threads = _check_threads(threads)
+    try:
+        # LiteRT prints an INFO line about the XNNPACK delegate from C++ on every load; the captured text is
+        # quoted only when loading fails (it often holds the real reason, e.g. an unknown op).
+        with captured_output() as log:
+            # model_content, not model_path: LiteRT runs the flatbuffer verifier only on in-memory models, and
+            # a truncated or bit-flipped file given by path segfaults the interpreter instead of raising.
+            interpreter = Interpreter(model_content=content, num_threads=threads)
+            interpreter.allocate_tensors()
+    except Exception as exc:
+        error = _unreadable(path, "TFLite", exc)
+        if log.tail(5):
+            error.message += "\n" + log.tail(5)
+            error.args = (error.message,)
+        raise error from None
+    return interpreter
+
+
+def nchw_to_model_layout(x: np.ndarray, model_shape: tuple[int, ...]) -> np.ndarray:
+    """Transpose NCHW samples to NHWC when the model's 4-D input is NHWC (onnx2tf's layout for images).
+
+    When C == H == W both layouts fit; onnx2tf always emits NHWC for 4-D inputs, so NHWC wins.
+    """
+    if x.ndim != 4 or len(model_shape) != 4:
+        return x
+    sample = tuple(x.shape[1:])
+    c, h, w = sample
+    if tuple(model_shape[1:]) == (h, w, c):
+        return np.transpose(x, (0, 2, 3, 1))
+    if tuple(model_shape[1:]) == sample:
+        return x
+    raise ConversionError(
+        f"Input samples of shape (N, {c}, {h}, {w}) fit neither layout of the TFLite input {tuple(model_shape)}."
+    )
+
+
+def quantize(x: np.ndarray, dtype: np.dtype, scale: float, zero_point: int) -> np.ndarray:
+    info = np.iinfo(dtype)
+    q = np.round(x / scale) + zero_point
+    return np.clip(q, info.min, info.max).astype(dtype)
+
+
+def dequantize(q: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
+    return ((q.astype(np.float32) - zero_point) * scale).astype(np.float32)
+
+
+def run_tflite(path: Path, x_nchw: np.ndarray, threads: int = 2) -> np.ndarray:
+    """Logits (N, classes) as float32 for NCHW float32 ``x_nchw``, whatever the model's layout and dtypes."""
+    interpreter = tflite_interpreter(path, threads)
+    inp = interpreter.get_input_details()[0]
+    out = interpreter.get_output_details()[0]
+    x = nchw_to_model_layout(np.asarray(x_nchw), tuple(int(d) for d in inp["shape"]))
+    in_dtype = np.dtype(inp["dtype"])
+    in_scale, in_zero = inp["quantization"]
+    out_dtype = np.dtype(out["dtype"])
+    out_scale, out_zero = out["quantization"]
+
+    if in_dtype in (np.int8, np.uint8) and np.issubdtype(x.dtype, np.floating):
+        if in_scale == 0:
+            raise ConversionError(f"TFLite model {path} has a {in_dtype} input without quantization parameters.")
+        x = quantize(x, in_dtype, in_scale, in_zero)
+    else:
+        x = x.astype(in_dtype, copy=False)
+
+    results = np.empty((len(x), int(np.prod(out["shape"][1:]))), dtype=np.float32)
+    for i in range(len(x)):
+        interpreter.set_tensor(inp["index"], x[i : i + 1])
+        interpreter.invoke()
+        y = interpreter.get_tensor(out["index"]).reshape(-1)
+        if out_dtype in (np.int8, np.uint8, np.int16) and out_scale != 0:
+            y = dequantize(y, out_scale, out_zero)
+        results[i] = y
+    return results

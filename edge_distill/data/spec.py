@@ -1,0 +1,59 @@
+"""What a dataset is (``DataSpec``) and the arrays a build uses (``Splits``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import DataError
+
+SPLITS = ("train", "val", "test", "calib")
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """Everything downstream needs to know about a vision dataset, including how to reproduce its input."""
+
+    name: str
+    task: str  # "vision"
+    input_shape: tuple[int, int, int]  # (C, H, W) as the torch models see it
+    num_classes: int
+    class_names: tuple[str, ...]
+    # A raw pixel p becomes ((p / pixel_scale) - mean) / std; the bundle and the device agent need this.
+    pixel_scale: float
+    mean: float
+    std: float
+    source: str  # where the data came from, for the report
+
+    def __post_init__(self) -> None:
+        if self.num_classes < 2 or len(self.class_names) != self.num_classes:
+            raise DataError(
+                f"Dataset {self.name!r} has {self.num_classes} classes and {len(self.class_names)} class names.",
+                "A classification dataset needs at least 2 classes and one name per class.",
+            )
+        if self.std <= 0:
+            raise DataError(f"Dataset {self.name!r} has zero pixel variance.", "Check that the images are not all blank.")
+
+
+@dataclass(frozen=True)
+class Splits:
+    """Normalized float32 NCHW images and int64 labels for each split."""
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    x_calib: np.ndarray  # a class-balanced subset of the training split, for INT8 calibration
+    y_calib: np.ndarray
+
+    def save(self, path: Path) -> None:
+        np.savez(path, **{f"{k}_{s}": getattr(self, f"{k}_{s}") for s in SPLITS for k in ("x", "y")})
+
+    @classmethod
+    def load(cls, path: Path) -> "Splits":
+        with np.load(path) as npz:
+            return cls(**{f"{k}_{s}": npz[f"{k}_{s}"] for s in SPLITS for k in ("x", "y")})

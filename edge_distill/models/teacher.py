@@ -1,0 +1,89 @@
+"""Teachers: the built-in CNN trained on the task, or a user's model file.
+
+Accepted teacher sources (``--teacher``):
+- ``auto``: train the built-in CNN on the training split (cached in the run directory by input hash);
+- a TorchScript file (``torch.jit.save``) or a ``torch.export`` program (``.pt2``).  Neither format
+  unpickles arbitrary Python objects, which is why a plain pickled ``nn.Module`` is refused unless the
+  user passes ``--trust-pickle``.
+"""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..data.spec import DataSpec
+from ..errors import TeacherError
+from .cnn import ConvClassifier
+
+
+def builtin_teacher(spec: DataSpec) -> nn.Module:
+    """A wide three-stage CNN: strong on small images and still quick to train on 2 CPU cores."""
+    c, h, _ = spec.input_shape
+    return ConvClassifier(c, h, spec.num_classes, (32, 64, 128), blocks_per_stage=1, dropout=0.2)
+
+
+def load_teacher_file(path: Path, spec: DataSpec, trust_pickle: bool = False) -> nn.Module:
+    """Load a teacher file and check that it maps one input of ``spec.input_shape`` to ``num_classes`` logits."""
+    if not path.exists():
+        raise TeacherError(
+            f"Teacher file {path} does not exist.",
+            "Pass --teacher auto to train the built-in teacher, or the path of a TorchScript (.pt) or torch.export (.pt2) file.",
+        )
+    model = _load(path, trust_pickle)
+    check_teacher(model, spec, str(path))
+    return model
+
+
+def _load(path: Path, trust_pickle: bool) -> nn.Module:
+    if not zipfile.is_zipfile(path):
+        raise TeacherError(
+            f"Teacher file {path} is not a TorchScript or torch.export archive (it is not even a zip file; corrupted or wrong format).",
+            "Save the teacher with torch.jit.save(torch.jit.script(model), path) or torch.export.save(torch.export.export(model, (x,)), path).",
+        )
+    with zipfile.ZipFile(path) as zf:
+        names = zf.namelist()
+    try:
+        if any(n.endswith("constants.pkl") or "/code/" in n for n in names):
+            return torch.jit.load(str(path), map_location="cpu").eval()
+        if any("serialized_exported_program" in n or n.endswith("models/model.json") for n in names):
+            return torch.export.load(str(path)).module()
+    except Exception as exc:  # torch raises many types for damaged archives
+        raise TeacherError(f"Teacher file {path} could not be loaded: {exc}".split("\n")[0], "Check that the file is complete and was saved by torch.jit.save or torch.export.save.") from None
+    # A plain torch.save(model) pickle can run arbitrary code when loaded.
+    if not trust_pickle:
+        raise TeacherError(
+            f"Teacher file {path} is a pickled checkpoint; loading it could execute arbitrary code, so it is refused.",
+            "Export the teacher with torch.jit.save or torch.export.save, or pass --trust-pickle if you trust this file.",
+        )
+    try:
+        model = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:
+        raise TeacherError(f"Teacher file {path} could not be unpickled: {exc}".split("\n")[0], "Check the file.") from None
+    if not isinstance(model, nn.Module):
+        raise TeacherError(
+            f"Teacher file {path} holds a {type(model).__name__}, not a model (a state_dict has no architecture).",
+            "Save the whole model with torch.jit.save or torch.export.save.",
+        )
+    return model.eval()
+
+
+def check_teacher(model: nn.Module, spec: DataSpec, origin: str) -> None:
+    x = torch.zeros((2, *spec.input_shape))
+    try:
+        with torch.no_grad():
+            out = model(x)
+    except Exception as exc:
+        raise TeacherError(
+            f"Teacher {origin} fails on an input of shape (batch, {', '.join(map(str, spec.input_shape))}): {exc}".split("\n")[0],
+            f"The teacher must take normalized NCHW float32 images of shape {spec.input_shape} for dataset {spec.name!r}.",
+        ) from None
+    if not isinstance(out, torch.Tensor) or tuple(out.shape) != (2, spec.num_classes):
+        shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise TeacherError(
+            f"Teacher {origin} returns {shape} for a batch of 2; expected logits of shape (2, {spec.num_classes}).",
+            f"Dataset {spec.name!r} has {spec.num_classes} classes; the teacher must output one logit per class.",
+        )

@@ -1,0 +1,124 @@
+"""The size stage: a device profile + a dataset → the student configuration that fits the device.
+
+For every candidate of the student family we measure, from the model itself rather than by guess:
+parameters, INT8 file bytes, multiply-accumulates (counted by running one input through the model's
+layers), the peak activation arena (largest pair of live input/output tensors of any operator — the
+model is a chain, so that is the largest live set), and a latency estimate from the profile's rates.
+The winner is the highest-capacity candidate that fits every budget.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .data.spec import DataSpec
+from .errors import SizingError
+from .models.students import STUDENT_FAMILIES, StudentConfig, build_student
+from .profiles import DeviceProfile
+
+# What a .tflite file costs beyond one byte per int8 weight: int32 biases, per-channel scales, the
+# flatbuffer's tensor and operator tables.  Measured on converted students: about 2.5 kB + 8 B per channel.
+TFLITE_FIXED_BYTES = 2_500
+BYTES_PER_CHANNEL = 8
+
+
+@dataclass(frozen=True)
+class Cost:
+    params: int
+    model_bytes: int
+    macs: int
+    arena_bytes: int
+    n_ops: int
+    latency_ms: float  # estimated on the profile, not measured
+
+
+@dataclass(frozen=True)
+class Candidate:
+    config: StudentConfig
+    cost: Cost
+    fits: bool
+    violations: tuple[str, ...]  # one line per broken budget, with the numbers
+
+
+@dataclass(frozen=True)
+class SizingResult:
+    chosen: StudentConfig
+    cost: Cost
+    candidates: tuple[Candidate, ...]
+    reason: str
+    max_params: int  # the effective parameter bound: min(profile budget, teacher params / compression)
+
+
+_COUNTED = (nn.Conv2d, nn.Linear, nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d)
+
+
+def measure_cost(model: nn.Module, spec: DataSpec, profile: DeviceProfile) -> Cost:
+    macs, arena, n_ops, channels = 0, 0, 0, 0
+
+    def hook(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
+        nonlocal macs, arena, n_ops, channels
+        n_ops += 1
+        live = inputs[0].numel() + output.numel()  # int8: one byte per element
+        arena = max(arena, live)
+        if isinstance(module, nn.Conv2d):
+            kh, kw = module.kernel_size
+            macs += output.numel() * (module.in_channels // module.groups) * kh * kw
+            channels += module.out_channels
+        elif isinstance(module, nn.Linear):
+            macs += module.in_features * module.out_features
+            channels += module.out_features
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, _COUNTED)]
+    try:
+        with torch.no_grad():
+            model.eval()(torch.zeros((1, *spec.input_shape)))
+    finally:
+        for h in handles:
+            h.remove()
+    params = sum(p.numel() for p in model.parameters())
+    # BatchNorm folds into the conv at export, so its parameters do not reach the file.
+    bn = sum(p.numel() for m in model.modules() if isinstance(m, nn.BatchNorm2d) for p in m.parameters())
+    model_bytes = (params - bn) + TFLITE_FIXED_BYTES + BYTES_PER_CHANNEL * channels
+    n_ops += 2  # the reshape before the head and the final output op
+    return Cost(params, model_bytes, macs, arena, n_ops, round(profile.estimate_latency_ms(macs, n_ops), 4))
+
+
+def check_budgets(cost: Cost, profile: DeviceProfile, max_params: int) -> tuple[str, ...]:
+    b = profile.budget
+    checks = [
+        ("parameters", cost.params, max_params),
+        ("model bytes", cost.model_bytes, b.model_bytes),
+        ("activation arena bytes", cost.arena_bytes, b.arena_bytes),
+        ("estimated latency ms", cost.latency_ms, b.latency_ms),
+    ]
+    return tuple(f"{name} {value:,} > budget {limit:,}" for name, value, limit in checks if value > limit)
+
+
+def choose_student(
+    spec: DataSpec, profile: DeviceProfile, family: str, teacher_params: int, min_compression: float
+) -> SizingResult:
+    """Highest-capacity candidate (most parameters, then fewest MACs) that meets every budget."""
+    max_params = min(profile.budget.max_params, int(teacher_params / min_compression))
+    candidates = []
+    for config in STUDENT_FAMILIES.get(family).candidates():
+        cost = measure_cost(build_student(config, spec), spec, profile)
+        violations = check_budgets(cost, profile, max_params)
+        candidates.append(Candidate(config, cost, not violations, violations))
+    fitting = [c for c in candidates if c.fits]
+    if not fitting:
+        smallest = min(candidates, key=lambda c: c.cost.params)
+        raise SizingError(
+            f"No {family} student fits profile {profile.name!r}: even the smallest, {smallest.config.label()}, "
+            f"breaks {'; '.join(smallest.violations)}.",
+            "Raise the profile's budgets (edit a copy of its TOML), lower --min-compression, or pick another --student family.",
+        )
+    best = max(fitting, key=lambda c: (c.cost.params, -c.cost.macs))
+    reason = (
+        f"{best.config.label()} is the largest of {len(fitting)}/{len(candidates)} candidates that fit {profile.name}'s budgets "
+        f"(params ≤ {max_params:,}, model ≤ {profile.budget.model_bytes:,} B, arena ≤ {profile.budget.arena_bytes:,} B, "
+        f"est. latency ≤ {profile.budget.latency_ms} ms)."
+    )
+    return SizingResult(best.config, best.cost, tuple(candidates), reason, max_params)
