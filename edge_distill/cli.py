@@ -71,9 +71,12 @@ def _cmd_build(args: argparse.Namespace) -> int:
     )
     report = build(options)
     led = report["ledger"]
-    int8 = next(r for r in led["rows"] if r["variant"] == "tflite_int8")
-    print(f"INT8 student: {int8['accuracy']:.4f} test accuracy ({led['int8_drop_points']:+.2f} pts vs fp32 allowed {led['max_int8_drop']}); "
-          f"report: {Path(report['run_dir']) / 'report.md'}")
+    rows = {r["variant"]: r for r in led["rows"]}
+    print(
+        f"INT8 student {rows['tflite_int8']['accuracy']:.4f} vs fp32 student {rows[led['reference']]['accuracy']:.4f} "
+        f"on {led['n_test']} test samples (drop {led['int8_drop_points']:.2f} points, gate {led['max_int8_drop']:.2f}); "
+        f"report: {Path(report['run_dir']) / 'report.md'}"
+    )
     return 0
 
 
