@@ -6,6 +6,7 @@ Kept thin on purpose: no heavy imports at module level, so ``edge-distill --help
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import traceback
@@ -35,6 +36,10 @@ def _build_parser() -> argparse.ArgumentParser:
     b.add_argument("--temperature", type=float, default=4.0, help="KD temperature T")
     b.add_argument("--alpha", type=float, default=0.5, help="weight of the hard-label term")
     b.add_argument("--min-compression", type=float, default=4.0, help="student ≤ teacher params / this")
+    b.add_argument("--search", default="capacity", choices=["capacity", "proxy"],
+                   help="pick the largest fitting student (capacity) or train the top-k briefly and pick by validation accuracy (proxy)")
+    b.add_argument("--proxy-top-k", type=int, default=3)
+    b.add_argument("--proxy-epochs", type=int, default=3)
     b.add_argument("--calib-count", type=int, default=200, help="INT8 calibration samples (class-balanced, from the training split)")
     b.add_argument("--max-int8-drop", type=float, default=1.0, help="largest INT8 accuracy loss (points) the quality gate accepts")
     b.add_argument("--bench-warmup", type=int, default=20)
@@ -48,6 +53,11 @@ def _build_parser() -> argparse.ArgumentParser:
     psub.add_parser("list", help="list the built-in profiles")
     show = psub.add_parser("show", help="show one profile (name or .toml path)")
     show.add_argument("name")
+    cal = psub.add_parser("calibrate", help="measure this machine's TFLite rates and write a profile with them")
+    cal.add_argument("--base", default="host", help="profile whose budgets and CPU facts to keep (default: host)")
+    cal.add_argument("--threads", type=int, help="threads (default: the profile's, capped at this machine's cores)")
+    cal.add_argument("--runs", type=int, default=100, help="timed runs per probe model")
+    cal.add_argument("--out", default="runs/calibrate", help="run directory for probe models and the profile (default: runs/calibrate)")
 
     bench = sub.add_parser("bench", help="benchmark a .tflite or .onnx file in a separate process")
     bench.add_argument("model")
@@ -62,13 +72,9 @@ def _build_parser() -> argparse.ArgumentParser:
 def _cmd_build(args: argparse.Namespace) -> int:
     from .pipeline import BuildOptions, build
 
-    options = BuildOptions(
-        profile=args.profile, data=args.data, teacher=args.teacher, student=args.student, out=args.out, seed=args.seed,
-        teacher_epochs=args.teacher_epochs, student_epochs=args.student_epochs, kd_loss=args.kd_loss,
-        temperature=args.temperature, alpha=args.alpha, min_compression=args.min_compression, calib_count=args.calib_count,
-        max_int8_drop=args.max_int8_drop, bench_warmup=args.bench_warmup, bench_runs=args.bench_runs, runner=args.runner,
-        force=args.force, quiet=args.quiet, trust_pickle=args.trust_pickle,
-    )
+    # Every build flag's dest is named after its BuildOptions field, so adding an option is one line in each.
+    fields = {f.name for f in dataclasses.fields(BuildOptions)}
+    options = BuildOptions(**{name: value for name, value in vars(args).items() if name in fields})
     report = build(options)
     led = report["ledger"]
     rows = {r["variant"]: r for r in led["rows"]}
@@ -89,7 +95,27 @@ def _cmd_profiles(args: argparse.Namespace) -> int:
             prof = load_profile(name)
             print(f"{name:<18} {prof.description}")
         return 0
+    if args.profiles_command == "calibrate":
+        return _calibrate(args)
     print(json.dumps(to_jsonable(load_profile(args.name)), indent=2))
+    return 0
+
+
+def _calibrate(args: argparse.Namespace) -> int:
+    from .calibrate import calibrate, write_profile
+    from .profiles import load_profile
+    from .rundir import RunDir
+
+    base = load_profile(args.base)
+    run = RunDir(Path(args.out))
+    cal = calibrate(run, base, args.threads, args.runs)
+    path = write_profile(run.path(f"{base.name}-measured.toml"), base, cal)
+    print(f"{'probe':<44} {'prec':<5} {'MACs':>12} {'measured ms':>12} {'estimate ms':>12} {'error':>7}")
+    for p in cal.points:
+        print(f"{p.label:<44} {p.precision:<5} {p.macs:>12,} {p.measured_ms:>12.4f} {p.estimated_ms:>12.4f} {100 * p.relative_error:>6.0f}%")
+    t = cal.throughput
+    print(f"fitted: int8 {t.int8_gmacs} GMAC/s, fp32 {t.fp32_gmacs} GMAC/s, {t.per_op_us} us/op; worst error "
+          f"{100 * cal.max_abs_relative_error():.0f}%\nprofile written to {path} (use it with --profile {path})")
     return 0
 
 

@@ -42,6 +42,9 @@ class BuildOptions:
     temperature: float = 4.0
     alpha: float = 0.5
     min_compression: float = 4.0  # the student has at most teacher_params / min_compression parameters
+    search: str = "capacity"  # "capacity": largest fitting candidate; "proxy": brief training of the top-k
+    proxy_top_k: int = 3
+    proxy_epochs: int = 3
     calib_count: int = 200
     max_int8_drop: float = 1.0  # accuracy points
     bench_warmup: int = 20
@@ -54,6 +57,10 @@ class BuildOptions:
     def __post_init__(self) -> None:
         if self.min_compression < 1:
             raise ConfigError(f"--min-compression must be ≥ 1, got {self.min_compression}.", "Use 1 to let the student be as large as the teacher.")
+        if self.search not in ("capacity", "proxy"):
+            raise ConfigError(f"--search must be 'capacity' or 'proxy', got {self.search!r}.", "capacity is the default.")
+        if self.proxy_top_k < 1 or self.proxy_epochs < 1:
+            raise ConfigError("--proxy-top-k and --proxy-epochs must be ≥ 1.", "E.g. --proxy-top-k 3 --proxy-epochs 3.")
         if self.max_int8_drop < 0:
             raise ConfigError(f"--max-int8-drop must be ≥ 0, got {self.max_int8_drop}.", "It is in accuracy points, e.g. 1.0.")
         if self.bench_runs < 1 or self.bench_warmup < 0:
@@ -155,9 +162,10 @@ def build(options: BuildOptions) -> dict[str, Any]:
 
     sizing, size_key = stages(
         "size",
-        [data_key, profile_key, options.student, teacher.params, options.min_compression],
+        [data_key, profile_key, options.student, teacher.params, options.min_compression, options.search,
+         options.proxy_top_k, options.proxy_epochs, options.seed],
         SizingResult,
-        lambda: _size_stage(options, data, profile, teacher),
+        lambda: _size_stage(run, options, data, profile, teacher),
     )
     console.stage("size", sizing.reason)
 
@@ -317,10 +325,15 @@ def load_teacher_model(run: RunDir, teacher: TeacherResult, spec, trust_pickle: 
     return load_teacher_file(run.path(teacher.path), spec, trust_pickle)
 
 
-def _size_stage(options: BuildOptions, data: DataResult, profile: DeviceProfile, teacher: TeacherResult):
-    from .sizing import choose_student
+def _size_stage(run: RunDir, options: BuildOptions, data: DataResult, profile: DeviceProfile, teacher: TeacherResult):
+    from .sizing import choose_student, proxy_select
 
-    return choose_student(data.spec, profile, options.student, teacher.params, options.min_compression), []
+    result = choose_student(data.spec, profile, options.student, teacher.params, options.min_compression)
+    if options.search == "proxy":
+        result = proxy_select(
+            result, data.spec, _splits(run, data), options.proxy_top_k, options.proxy_epochs, options.seed, run.path("size/proxy")
+        )
+    return result, []
 
 
 def _student_stage(run, options, data, sizing, teacher: TeacherResult | None, loss: str) -> tuple[StudentResult, list[Path]]:

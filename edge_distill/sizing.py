@@ -4,12 +4,17 @@ For every candidate of the student family we measure, from the model itself rath
 parameters, INT8 file bytes, multiply-accumulates (counted by running one input through the model's
 layers), the peak activation arena (largest pair of live input/output tensors of any operator — the
 model is a chain, so that is the largest live set), and a latency estimate from the profile's rates.
-The winner is the highest-capacity candidate that fits every budget.
+The winner is the highest-capacity candidate that fits every budget (most parameters, then most MACs,
+so a full-resolution candidate beats its half-resolution twin).  With ``search="proxy"`` the top-k
+fitting candidates are instead trained briefly and the best on the validation split wins.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -50,6 +55,16 @@ class SizingResult:
     candidates: tuple[Candidate, ...]
     reason: str
     max_params: int  # the effective parameter bound: min(profile budget, teacher params / compression)
+    proxy: tuple["ProxyTrial", ...] = ()  # brief training runs, when search="proxy"
+
+
+@dataclass(frozen=True)
+class ProxyTrial:
+    config: StudentConfig
+    params: int
+    epochs: int
+    val_accuracy: float
+    seconds: float
 
 
 _COUNTED = (nn.Conv2d, nn.Linear, nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d)
@@ -100,10 +115,10 @@ def check_budgets(cost: Cost, profile: DeviceProfile, max_params: int) -> tuple[
 def choose_student(
     spec: DataSpec, profile: DeviceProfile, family: str, teacher_params: int, min_compression: float
 ) -> SizingResult:
-    """Highest-capacity candidate (most parameters, then fewest MACs) that meets every budget."""
+    """Highest-capacity candidate (most parameters, then most MACs) that meets every budget."""
     max_params = min(profile.budget.max_params, int(teacher_params / min_compression))
     candidates = []
-    for config in STUDENT_FAMILIES.get(family).candidates():
+    for config in STUDENT_FAMILIES.get(family).candidates(spec):
         cost = measure_cost(build_student(config, spec), spec, profile)
         violations = check_budgets(cost, profile, max_params)
         candidates.append(Candidate(config, cost, not violations, violations))
@@ -115,10 +130,46 @@ def choose_student(
             f"breaks {'; '.join(smallest.violations)}.",
             "Raise the profile's budgets (edit a copy of its TOML), lower --min-compression, or pick another --student family.",
         )
-    best = max(fitting, key=lambda c: (c.cost.params, -c.cost.macs))
+    best = max(fitting, key=_capacity)
     reason = (
         f"{best.config.label()} is the largest of {len(fitting)}/{len(candidates)} candidates that fit {profile.name}'s budgets "
         f"(params ≤ {max_params:,}, model ≤ {profile.budget.model_bytes:,} B, arena ≤ {profile.budget.arena_bytes:,} B, "
         f"est. latency ≤ {profile.budget.latency_ms} ms)."
     )
     return SizingResult(best.config, best.cost, tuple(candidates), reason, max_params)
+
+
+def _capacity(c: Candidate) -> tuple[int, int]:
+    return (c.cost.params, c.cost.macs)
+
+
+def proxy_select(
+    result: SizingResult, spec: DataSpec, splits, top_k: int, epochs: int, seed: int, workdir: Path
+) -> SizingResult:
+    """Train the ``top_k`` largest fitting candidates for ``epochs`` on hard labels; the best validation accuracy wins.
+
+    Capacity is a guess at accuracy; a short real training run is a better one when the candidates are
+    close (e.g. a deeper-narrower against a shallower-wider network).  Ties go to the larger candidate.
+    """
+    from .distill import KDConfig, TrainConfig, train
+
+    fitting = sorted((c for c in result.candidates if c.fits), key=_capacity, reverse=True)[:top_k]
+    trials = []
+    # Checkpoints live in the run directory (``workdir``), so an interrupted search resumes too.
+    workdir.mkdir(parents=True, exist_ok=True)
+    for rank, cand in enumerate(fitting):
+        torch.manual_seed(seed)
+        model = build_student(cand.config, spec)
+        t0 = time.perf_counter()
+        run = train(
+            model, splits.x_train, splits.y_train, splits.x_val, splits.y_val,
+            TrainConfig(epochs=epochs, seed=seed), KDConfig(loss="ce"), None,
+            workdir / f"proxy{rank}.ckpt", f"proxy {rank + 1}/{len(fitting)} {cand.config.label()}",
+        )
+        trials.append(ProxyTrial(cand.config, cand.cost.params, epochs, run.best_val_accuracy, round(time.perf_counter() - t0, 3)))
+    best = max(zip(trials, fitting), key=lambda tc: (tc[0].val_accuracy, _capacity(tc[1])))
+    reason = (
+        f"{best[0].config.label()} reached the best validation accuracy ({best[0].val_accuracy:.4f}) of the "
+        f"{len(trials)} largest fitting candidates, each trained {epochs} epochs on hard labels (--search proxy)."
+    )
+    return dataclasses.replace(result, chosen=best[1].config, cost=best[1].cost, reason=reason, proxy=tuple(trials))

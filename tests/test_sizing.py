@@ -35,7 +35,7 @@ def test_every_profile_gets_a_student_within_its_budgets(family, profile):
 
 @pytest.mark.parametrize("family", STUDENT_FAMILIES.names())
 def test_candidates_build_and_run(family):
-    for config in STUDENT_FAMILIES.get(family).candidates():
+    for config in STUDENT_FAMILIES.get(family).candidates(SPEC):
         out = build_student(config, SPEC)(torch.zeros(2, 1, 8, 8))
         assert out.shape == (2, 10)
 
@@ -49,3 +49,35 @@ def test_nothing_fits_names_the_smallest_candidate_and_the_budget():
 def test_bad_student_config():
     with pytest.raises(Exception, match="width and depth"):
         StudentConfig("cnn", 0, 2)
+
+
+def test_rate_fit_recovers_known_rates_from_exact_timings():
+    from edge_distill.calibrate import ProbePoint, fit_rates
+
+    int8, fp32, per_op = 12.0, 20.0, 5.0  # GMAC/s, GMAC/s, us
+    points = [
+        ProbePoint(f"p{i}", prec, macs, ops, macs / ((int8 if prec == "int8" else fp32) * 1e9) * 1e3 + ops * per_op / 1e3)
+        for i, (macs, ops) in enumerate([(10_000, 6), (2_000_000, 8), (40_000_000, 9), (300_000, 12)])
+        for prec in ("int8", "fp32")
+    ]
+    got = fit_rates(points)
+    assert got == pytest.approx((int8, fp32, per_op), rel=1e-6)
+
+
+def test_smaller_device_gets_a_smaller_or_equal_student():
+    # A CIFAR-sized task and a huge teacher, so the device budgets (not the teacher) bound the student.
+    spec = DataSpec("cifar-like", "vision", (3, 32, 32), 10, tuple("0123456789"), 255.0, 0.5, 0.25, "test")
+    sizes = {}
+    for name in ("rpi-zero-2w", "rpi4", "rpi5"):
+        result = choose_student(spec, load_profile(name), "dscnn", teacher_params=50_000_000, min_compression=4)
+        sizes[name] = (result.cost.params, result.cost.macs)
+    assert sizes["rpi-zero-2w"] <= sizes["rpi4"] <= sizes["rpi5"]
+    assert sizes["rpi-zero-2w"] < sizes["rpi5"]  # the budgets really bind: the profiles differ
+
+
+def test_full_resolution_beats_its_half_resolution_twin():
+    spec = DataSpec("mnist-like", "vision", (1, 28, 28), 10, tuple("0123456789"), 255.0, 0.3, 0.3, "test")
+    result = choose_student(spec, load_profile("host"), "cnn", teacher_params=50_000_000, min_compression=4)
+    assert result.chosen.resolution == 0
+    halves = [c for c in result.candidates if c.config.resolution == 14]
+    assert halves and all(h.cost.macs < 0.5 * next(c.cost.macs for c in result.candidates if c.config == type(h.config)("cnn", h.config.width, h.config.depth)) for h in halves)

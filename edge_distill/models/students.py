@@ -1,4 +1,10 @@
-"""Student families: a registry of model builders, each with the knobs the sizing search turns."""
+"""Student families: a registry of model builders, each with the knobs the sizing search turns.
+
+Vision knobs: ``width`` (channels of the first stage, doubled at every later stage), ``depth`` (number
+of stages) and ``resolution`` (the side length the convolutions compute at).  A resolution below the
+image size is implemented *inside* the model as an average-pool, so the deployed file still takes the
+full image and the device needs no separate resize step.
+"""
 
 from __future__ import annotations
 
@@ -18,16 +24,19 @@ class StudentConfig:
     family: str
     width: int  # channels of the first stage; later stages double it
     depth: int  # number of stages
+    resolution: int = 0  # side length the convolutions see; 0 = the full image
 
     def __post_init__(self) -> None:
-        if self.width < 1 or self.depth < 1:
+        if self.width < 1 or self.depth < 1 or self.resolution < 0:
             raise ConfigError(
-                f"Student width and depth must be ≥ 1, got width={self.width}, depth={self.depth}.",
-                "Use positive integers.",
+                f"Student width and depth must be ≥ 1 and resolution ≥ 0, got width={self.width}, "
+                f"depth={self.depth}, resolution={self.resolution}.",
+                "Use positive integers (resolution 0 means the full image).",
             )
 
     def label(self) -> str:
-        return f"{self.family}(width={self.width}, depth={self.depth})"
+        res = f", resolution={self.resolution}" if self.resolution else ""
+        return f"{self.family}(width={self.width}, depth={self.depth}{res})"
 
 
 @dataclass(frozen=True)
@@ -38,8 +47,11 @@ class StudentFamily:
     depths: tuple[int, ...]  # candidate stage counts
     description: str
 
-    def candidates(self) -> list[StudentConfig]:
-        return [StudentConfig(self.name, w, d) for d in self.depths for w in self.widths]
+    def candidates(self, spec: DataSpec) -> list[StudentConfig]:
+        side = spec.input_shape[1]
+        # Halving the resolution only pays where there is resolution to spare (≥ 16 px).
+        resolutions = (0, side // 2) if side >= 16 else (0,)
+        return [StudentConfig(self.name, w, d, r) for r in resolutions for d in self.depths for w in self.widths]
 
 
 STUDENT_FAMILIES: Registry[StudentFamily] = Registry("student family")
@@ -49,22 +61,40 @@ def _stage_widths(config: StudentConfig) -> tuple[int, ...]:
     return tuple(config.width * 2**i for i in range(config.depth))
 
 
+def _with_resolution(model: ConvClassifier, config: StudentConfig, spec: DataSpec) -> nn.Module:
+    side = spec.input_shape[1]
+    if not config.resolution or config.resolution >= side:
+        return model
+    if side % config.resolution:
+        raise ConfigError(
+            f"Student resolution {config.resolution} does not divide the image size {side}.",
+            f"Use a divisor of {side}, or 0 for the full image.",
+        )
+    return nn.Sequential(nn.AvgPool2d(side // config.resolution), model)
+
+
 def _build_cnn(config: StudentConfig, spec: DataSpec) -> nn.Module:
     c, h, _ = spec.input_shape
-    return ConvClassifier(c, h, spec.num_classes, _stage_widths(config))
+    side = config.resolution or h
+    return _with_resolution(ConvClassifier(c, side, spec.num_classes, _stage_widths(config)), config, spec)
 
 
 def _build_dscnn(config: StudentConfig, spec: DataSpec) -> nn.Module:
     c, h, _ = spec.input_shape
-    return ConvClassifier(c, h, spec.num_classes, _stage_widths(config), separable_blocks=True)
+    side = config.resolution or h
+    model = ConvClassifier(c, side, spec.num_classes, _stage_widths(config), separable_blocks=True)
+    return _with_resolution(model, config, spec)
 
 
 STUDENT_FAMILIES.register("cnn")(
-    StudentFamily("cnn", _build_cnn, widths=(4, 6, 8, 12, 16, 24, 32), depths=(2, 3), description="plain 3x3 conv stages")
+    StudentFamily(
+        "cnn", _build_cnn, widths=(4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128), depths=(2, 3), description="plain 3x3 conv stages"
+    )
 )
 STUDENT_FAMILIES.register("dscnn")(
     StudentFamily(
-        "dscnn", _build_dscnn, widths=(8, 12, 16, 24, 32, 48), depths=(2, 3), description="depthwise-separable (MobileNet-style) stages"
+        "dscnn", _build_dscnn, widths=(8, 12, 16, 24, 32, 48, 64, 96, 128, 192), depths=(2, 3, 4),
+        description="depthwise-separable (MobileNet-style) stages",
     )
 )
 

@@ -43,6 +43,17 @@ def _table(header: list[str], rows: list[list[Any]]) -> str:
     return "\n".join(lines)
 
 
+def _proxy_table(trials: list[dict[str, Any]]) -> str:
+    if not trials:
+        return ""
+    rows = [
+        [f"{t['config']['family']}(w={t['config']['width']}, d={t['config']['depth']}, r={t['config'].get('resolution') or 'full'})",
+         f"{t['params']:,}", t["epochs"], _pct(t["val_accuracy"]), f"{t['seconds']:.1f}"]
+        for t in trials
+    ]
+    return "Proxy search (brief hard-label training, validation split):\n\n" + _table(["candidate", "params", "epochs", "val accuracy", "seconds"], rows) + "\n"
+
+
 def _pct(x: float | None) -> str:
     return "-" if x is None else f"{100 * x:.2f}%"
 
@@ -101,6 +112,7 @@ def render_markdown(r: dict[str, Any]) -> str:
         "",
         r["sizing"]["reason"],
         "",
+        _proxy_table(r["sizing"].get("proxy") or []),
         _table(
             ["candidate", "params", "model bytes", "MACs", "arena bytes", f"est. latency on {p['name']} ms", "fits", "why not"],
             [
