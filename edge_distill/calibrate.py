@@ -1,9 +1,11 @@
 """Measure a machine's effective TFLite rates so the cost model's latency estimates can be checked and trusted.
 
-The latency model is ``ms = MACs / rate + ops × per_op`` (see ``DeviceProfile.estimate_latency_ms``).
+The latency model is ``ms = MACs / rate + ops × per_op + activation elements × per_elem`` (see
+``DeviceProfile.estimate_latency_ms``): compute, interpreter dispatch, and memory traffic — the last one
+is what makes a narrow network on a large image slower than its MACs suggest.
 We convert a ladder of probe students (small to large, two input sizes) to fp32 and full-INT8 TFLite,
 time each with the device agent in a separate process, and fit ``int8_gmacs``, ``fp32_gmacs`` and
-``per_op_us`` by least squares on *relative* error — the estimate is judged by ±%, so a 20 µs model
+``per_op_us`` and ``act_ns_per_elem`` by least squares on *relative* error — the estimate is judged by ±%, so a 20 µs model
 must count as much as a 5 ms one.  The result is a profile TOML whose throughput says where it was measured.
 """
 
@@ -30,6 +32,7 @@ class ProbePoint:
     precision: str  # "int8" | "fp32"
     macs: int
     n_ops: int
+    act_elems: int
     measured_ms: float  # p50 from the device agent
     estimated_ms: float = 0.0  # from the fitted rates
 
@@ -49,23 +52,23 @@ class Calibration:
         return max(abs(p.relative_error) for p in self.points)
 
 
-def fit_rates(points: list[ProbePoint]) -> tuple[float, float, float]:
-    """Least squares on relative error for (1/int8 rate, 1/fp32 rate, per-op overhead); returns (int8_gmacs, fp32_gmacs, per_op_us)."""
+def fit_rates(points: list[ProbePoint]) -> tuple[float, float, float, float]:
+    """Least squares on relative error; returns (int8_gmacs, fp32_gmacs, per_op_us, act_ns_per_elem)."""
     rows, target = [], []
     for p in points:
-        # Unknowns: seconds per int8 MAC, seconds per fp32 MAC, seconds per op.  Dividing by the measurement
-        # turns absolute into relative error.
-        row = [p.macs if p.precision == "int8" else 0.0, p.macs if p.precision == "fp32" else 0.0, p.n_ops]
+        # Unknowns: seconds per int8 MAC, per fp32 MAC, per op, per activation element.  Dividing by the
+        # measurement turns absolute into relative error.
+        row = [p.macs if p.precision == "int8" else 0.0, p.macs if p.precision == "fp32" else 0.0, p.n_ops, p.act_elems]
         rows.append([v / (p.measured_ms / 1e3) for v in row])
         target.append(1.0)
     solution, *_ = np.linalg.lstsq(np.array(rows), np.array(target), rcond=None)
-    s_int8, s_fp32, s_op = (max(float(v), 1e-15) for v in solution)  # a negative fit is noise: clamp, don't flip sign
-    return 1 / s_int8 / 1e9, 1 / s_fp32 / 1e9, s_op * 1e6
+    s_int8, s_fp32, s_op, s_elem = (max(float(v), 1e-15) for v in solution)  # a negative fit is noise: clamp
+    return 1 / s_int8 / 1e9, 1 / s_fp32 / 1e9, s_op * 1e6, s_elem * 1e9
 
 
 def with_estimates(points: list[ProbePoint], throughput: Throughput, base: DeviceProfile) -> list[ProbePoint]:
     prof = dataclasses.replace(base, throughput=throughput)
-    return [dataclasses.replace(p, estimated_ms=round(prof.estimate_latency_ms(p.macs, p.n_ops, p.precision), 6)) for p in points]
+    return [dataclasses.replace(p, estimated_ms=round(prof.estimate_latency_ms(p.macs, p.n_ops, p.act_elems, p.precision), 6)) for p in points]
 
 
 PROBE_SPECS = (
@@ -102,7 +105,7 @@ def measure_probes(run: RunDir, base: DeviceProfile, threads: int, runs: int = 1
             result = convert_student(model, spec.input_shape, x[:32], x[32:], run, subdir=f"probes/{spec.name}-w{width}-d{depth}", int8_min_agreement=0.01)
             for variant, precision in (("tflite_int8", "int8"), ("tflite_fp32", "fp32")):
                 bench = bench_model(run.path(result.file(variant).path), threads, warmup=10, runs=runs)
-                points.append(ProbePoint(label, precision, cost.macs, cost.n_ops, bench.p50_ms))
+                points.append(ProbePoint(label, precision, cost.macs, cost.n_ops, cost.act_elems, bench.p50_ms))
     return points
 
 
@@ -113,12 +116,13 @@ def calibrate(run: RunDir, base: DeviceProfile, threads: int | None = None, runs
     if threads < 1:
         raise ConfigError(f"threads must be ≥ 1, got {threads}.", "Pass --threads N.")
     points = measure_probes(run, base, threads, runs)
-    int8, fp32, per_op = fit_rates(points)
+    int8, fp32, per_op, per_elem = fit_rates(points)
     where = describe_host()
     throughput = Throughput(
         int8_gmacs=round(int8, 3),
         fp32_gmacs=round(fp32, 3),
         per_op_us=round(per_op, 3),
+        act_ns_per_elem=round(per_elem, 4),
         source=f"measured by `edge-distill profiles calibrate` on {where}, {threads} threads, {time.strftime('%Y-%m-%d')}",
     )
     return Calibration(throughput, tuple(with_estimates(points, throughput, base)), threads, where)
@@ -152,6 +156,7 @@ latency_ms = {b.latency_ms}
 int8_gmacs = {t.int8_gmacs}
 fp32_gmacs = {t.fp32_gmacs}
 per_op_us = {t.per_op_us}
+act_ns_per_elem = {t.act_ns_per_elem}
 source = "{t.source}"
 """
 

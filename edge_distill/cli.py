@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 import traceback
 from pathlib import Path
@@ -32,7 +33,10 @@ def _build_parser() -> argparse.ArgumentParser:
     b.add_argument("--seed", type=int, default=0)
     b.add_argument("--teacher-epochs", type=int, default=15)
     b.add_argument("--student-epochs", type=int, default=30)
-    b.add_argument("--kd-loss", default="logit", help="KD loss (logit)")
+    b.add_argument("--kd-loss", default="logit", help="KD loss: logit, fitnet (FitNets hint + logit), attention (attention transfer + logit)")
+    b.add_argument("--beta", type=float, default=1.0, help="weight of the feature term for fitnet / attention")
+    b.add_argument("--augment-shift", type=int, default=0, help="random shift (pixels) of student training images; the teacher runs online")
+    b.add_argument("--augment-flip", action="store_true", help="random horizontal flips (only for flip-invariant classes)")
     b.add_argument("--temperature", type=float, default=4.0, help="KD temperature T")
     b.add_argument("--alpha", type=float, default=0.5, help="weight of the hard-label term")
     b.add_argument("--min-compression", type=float, default=4.0, help="student ≤ teacher params / this")
@@ -41,12 +45,16 @@ def _build_parser() -> argparse.ArgumentParser:
     b.add_argument("--proxy-top-k", type=int, default=3)
     b.add_argument("--proxy-epochs", type=int, default=3)
     b.add_argument("--calib-count", type=int, default=200, help="INT8 calibration samples (class-balanced, from the training split)")
-    b.add_argument("--max-int8-drop", type=float, default=1.0, help="largest INT8 accuracy loss (points) the quality gate accepts")
+    b.add_argument("--max-int8-drop", type=float, default=1.0, help="largest INT8 accuracy loss (points, vs the fp32 student) the quality gate accepts; "
+                   "beyond it the build escalates (more calibration, per-tensor, int16 activations, float fallback), then fails")
     b.add_argument("--bench-warmup", type=int, default=20)
     b.add_argument("--bench-runs", type=int, default=200)
-    b.add_argument("--runner", default="local", help="where benchmarks run (local)")
+    b.add_argument("--runner", default="local", help="where benchmarks run: local, qemu-arm64 (emulated arm64; see `runner setup`), ssh://user@host[:port], adb[://SERIAL]")
     b.add_argument("--force", action="store_true", help="redo every stage, even those whose inputs did not change")
     b.add_argument("--quiet", action="store_true", help="no progress bars or info lines (errors still print)")
+    b.add_argument("--nproc", type=int, default=1,
+                   help="train on N DDP ranks on this machine via torchrun (gloo on CPU, NCCL on GPUs); "
+                        "for several machines run `torchrun ... -m edge_distill build` instead (see README)")
 
     p = sub.add_parser("profiles", help="list or show device profiles")
     psub = p.add_subparsers(dest="profiles_command", required=True)
@@ -65,7 +73,23 @@ def _build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--warmup", type=int, default=20)
     bench.add_argument("--runs", type=int, default=200)
     bench.add_argument("--npz", help="test data (.npz with x in the model's input layout, y labels) for on-agent accuracy")
-    bench.add_argument("--runner", default="local")
+    bench.add_argument("--runner", default="local", help="where benchmarks run: local, qemu-arm64 (emulated arm64; see `runner setup`), ssh://user@host[:port], adb[://SERIAL]")
+
+    runner = sub.add_parser("runner", help="prepare a bench runner (the qemu-arm64 emulator root)")
+    rsub = runner.add_subparsers(dest="runner_command", required=True)
+    setup = rsub.add_parser("setup", help="one-time setup of a runner: qemu-arm64 builds an arm64 Debian root")
+    setup.add_argument("name", help="runner to set up (qemu-arm64)")
+    setup.add_argument("--root", help="where to keep it (default: $EDGE_DISTILL_QEMU_ROOT or ~/.cache/edge-distill/qemu-arm64)")
+    setup.add_argument("--suite", default="bookworm", help="Debian release (default: bookworm, Python 3.11)")
+    setup.add_argument("--mirror", default="http://deb.debian.org/debian", help="Debian mirror")
+    setup.add_argument("--force", action="store_true", help="rebuild it even if it is already set up")
+
+    rep = sub.add_parser("report", help="redraw report.md and report.html of a run directory from its report.json")
+    rep.add_argument("run_dir", help="the build's run directory (its --out, default runs/<profile>)")
+
+    ins = sub.add_parser("inspect", help="ops, dtypes, quantization parameters, size and MACs of a .tflite or .onnx file")
+    ins.add_argument("model", help="a .tflite or .onnx file")
+    ins.add_argument("--json", action="store_true", help="print everything as JSON")
     return parser
 
 
@@ -76,12 +100,21 @@ def _cmd_build(args: argparse.Namespace) -> int:
     fields = {f.name for f in dataclasses.fields(BuildOptions)}
     options = BuildOptions(**{name: value for name, value in vars(args).items() if name in fields})
     report = build(options)
+    if os.environ.get("RANK", "0") != "0":  # under `torchrun -m edge_distill build` only rank 0 prints the result
+        return 0
     led = report["ledger"]
     rows = {r["variant"]: r for r in led["rows"]}
-    print(
-        f"INT8 student {rows['tflite_int8']['accuracy']:.4f} vs fp32 student {rows[led['reference']]['accuracy']:.4f} "
-        f"on {led['n_test']} test samples (drop {led['int8_drop_points']:.2f} points, gate {led['max_int8_drop']:.2f}); "
-        f"report: {Path(report['run_dir']) / 'report.md'}"
+    from .console import get_console
+
+    # When the quality gate had to escalate, say which variant ships instead of plain INT8 (and what plain INT8 lost).
+    ships = led.get("gated_variant") or "tflite_int8"
+    plain = "could not be run" if led["int8_drop_points"] is None else f"lost {led['int8_drop_points']:.2f} points"
+    escalated = f" (plain full INT8 {plain})" if ships != "tflite_int8" else ""
+    which = "INT8 student" if ships == "tflite_int8" else f"INT8 student escalated to {ships}:"
+    get_console().result(  # stdout, and into build.log with everything else
+        f"{which} {rows[ships]['accuracy']:.4f} vs fp32 student {rows[led['reference']]['accuracy']:.4f} "
+        f"on {led['n_test']} test samples (drop {led.get('gated_drop_points', led['int8_drop_points']):.2f} points, gate "
+        f"{led['max_int8_drop']:.2f}){escalated}; report: {Path(report['run_dir']) / 'report.html'} (and report.md)"
     )
     return 0
 
@@ -114,7 +147,7 @@ def _calibrate(args: argparse.Namespace) -> int:
     for p in cal.points:
         print(f"{p.label:<44} {p.precision:<5} {p.macs:>12,} {p.measured_ms:>12.4f} {p.estimated_ms:>12.4f} {100 * p.relative_error:>6.0f}%")
     t = cal.throughput
-    print(f"fitted: int8 {t.int8_gmacs} GMAC/s, fp32 {t.fp32_gmacs} GMAC/s, {t.per_op_us} us/op; worst error "
+    print(f"fitted: int8 {t.int8_gmacs} GMAC/s, fp32 {t.fp32_gmacs} GMAC/s, {t.per_op_us} us/op, {t.act_ns_per_elem} ns/activation element; worst error "
           f"{100 * cal.max_abs_relative_error():.0f}%\nprofile written to {path} (use it with --profile {path})")
     return 0
 
@@ -128,22 +161,51 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"build": _cmd_build, "profiles": _cmd_profiles, "bench": _cmd_bench}
+def _cmd_runner(args: argparse.Namespace) -> int:
+    from .bench import setup_runner
+
+    kwargs = {"suite": args.suite, "mirror": args.mirror, "force": args.force, "progress": lambda line: print(line, flush=True)}
+    setup_runner(args.name, root=Path(args.root) if args.root else None, **kwargs)
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from .report import rerender
+
+    for path in rerender(args.run_dir):
+        print(path)
+    return 0
+
+
+def _cmd_inspect(args: argparse.Namespace) -> int:
+    from .inspect import format_inspection, inspect_model
+    from .serde import to_jsonable
+
+    info = inspect_model(args.model)
+    if args.json:
+        print(json.dumps({**to_jsonable(info), "params": info.params, "macs": info.macs, "op_counts": info.op_counts(), "dtypes": info.dtypes()}, indent=2))
+    else:
+        print(format_inspection(info))
+    return 0
+
+
+COMMANDS = {"build": _cmd_build, "profiles": _cmd_profiles, "bench": _cmd_bench, "report": _cmd_report, "inspect": _cmd_inspect, "runner": _cmd_runner}
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .console import Console, get_console, set_console
+
     args = _build_parser().parse_args(argv)
+    set_console(Console())  # a fresh console per command; `build` replaces it with one that logs to its run dir
     try:
         return COMMANDS[args.command](args)
     except EdgeDistillError as exc:
         if args.debug:
             traceback.print_exc()
-        print(f"error: {exc.message}", file=sys.stderr)
-        if exc.hint:
-            print(f"hint: {exc.hint}", file=sys.stderr)
+        get_console().error(exc.message, exc.hint)  # also lands in build.log when a build got that far
         return exc.exit_code
     except KeyboardInterrupt:
-        print("interrupted: finished stages are kept; rerun the same command to resume.", file=sys.stderr)
+        get_console().error("interrupted: finished stages and the last finished epoch are kept; rerun the same command to resume.")
         return 130
 
 

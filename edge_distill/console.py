@@ -1,13 +1,17 @@
-"""What a build shows the user while it runs: stage headers, messages and progress bars.
+"""What a build shows the user while it runs: stage headers, messages, progress bars and errors.
 
 Everything shown on the console is also appended to the run's log file (``build.log``), so a CI log
-or a remote session can be read afterwards.  ``quiet`` hides progress bars and info lines, never errors.
+or a remote session can be read afterwards: messages, warnings, errors with their hint, the result
+line, Python warnings, and the start/end (with duration) of every progress bar.  Each
+invocation starts with a separator line, so a resumed build's log reads as one story.
+``quiet`` hides progress bars and info lines, never warnings, errors or the result.
 """
 
 from __future__ import annotations
 
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Iterable, Iterator, TypeVar
 
@@ -18,11 +22,27 @@ class Console:
     def __init__(self, quiet: bool = False, log_path: Path | None = None) -> None:
         self.quiet = quiet
         self.log_path = log_path
+        self._bars = 0  # progress bars currently drawn: messages must go through tqdm.write meanwhile
+        if log_path is not None:
+            self._log(f"---- {time.strftime('%Y-%m-%d %H:%M:%S %z')}: {' '.join(sys.argv) or 'python'} ----")
 
     def _log(self, line: str) -> None:
-        if self.log_path is not None:
+        if self.log_path is None:
+            return
+        try:
             with open(self.log_path, "a") as fh:
                 fh.write(f"{time.strftime('%H:%M:%S')} {line}\n")
+        except OSError:
+            pass  # a full or vanished disk must not turn a message into a crash; the console still shows it
+
+    def _print(self, message: str, stream=None) -> None:
+        stream = stream or sys.stderr
+        if self._bars:
+            from tqdm import tqdm
+
+            tqdm.write(message, file=stream)  # keeps an active bar intact below the message
+        else:
+            print(message, file=stream, flush=True)
 
     def stage(self, name: str, message: str) -> None:
         self.info(f"[{name}] {message}")
@@ -30,25 +50,43 @@ class Console:
     def info(self, message: str) -> None:
         self._log(message)
         if not self.quiet:
-            print(message, file=sys.stderr, flush=True)
+            self._print(message)
 
     def warn(self, message: str) -> None:
         self._log(f"WARNING: {message}")
-        print(f"WARNING: {message}", file=sys.stderr, flush=True)
+        self._print(f"WARNING: {message}")
+
+    def error(self, message: str, hint: str = "") -> None:
+        """A failure the user must act on: shown even when quiet, with its hint."""
+        self._log(f"error: {message}" + (f" | hint: {hint}" if hint else ""))
+        self._print(f"error: {message}")
+        if hint:
+            self._print(f"hint: {hint}")
+
+    def result(self, message: str) -> None:
+        """The command's answer: stdout (so scripts can capture it), shown even when quiet."""
+        self._log(message)
+        self._print(message, sys.stdout)
 
     def progress(self, items: Iterable[T], total: int | None = None, desc: str = "") -> Iterator[T]:
         """Iterate with a progress bar on stderr (none when quiet); logs start and end to the log file."""
-        self._log(f"{desc}: started")
+        self._log(f"{desc}: started" + (f" ({total} steps)" if total is not None else ""))
+        t0 = time.perf_counter()
         if self.quiet:
             yield from items
         else:
             from tqdm import tqdm
 
-            yield from tqdm(items, total=total, desc=desc, file=sys.stderr, leave=False, dynamic_ncols=True)
-        self._log(f"{desc}: done")
+            self._bars += 1
+            try:
+                yield from tqdm(items, total=total, desc=desc, file=sys.stderr, leave=False, dynamic_ncols=True)
+            finally:
+                self._bars -= 1
+        self._log(f"{desc}: done in {time.perf_counter() - t0:.1f} s")
 
 
 _current = Console()
+_original_showwarning = warnings.showwarning
 
 
 def get_console() -> Console:
@@ -56,5 +94,12 @@ def get_console() -> Console:
 
 
 def set_console(console: Console) -> None:
+    """Make ``console`` the one every module prints through; Python warnings are copied to its log too."""
     global _current
     _current = console
+
+    def showwarning(message, category, filename, lineno, file=None, line=None):  # noqa: ANN001 - warnings' signature
+        _current._log(f"{category.__name__}: {message} ({filename}:{lineno})")
+        _original_showwarning(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = showwarning

@@ -34,6 +34,10 @@ class DataError(EdgeDistillError):
     """A dataset is unknown, missing, empty or does not match what the model expects."""
 
 
+class CalibrationError(DataError):
+    """INT8 calibration samples do not match the model's input (layout, dtype, value range, count, balance)."""
+
+
 class TeacherError(EdgeDistillError):
     """A teacher model cannot be found, loaded or trusted."""
 
@@ -58,3 +62,15 @@ class BenchError(EdgeDistillError):
 
 class RunDirError(EdgeDistillError):
     """The run directory cannot be created or written."""
+
+
+class TrainingError(EdgeDistillError):
+    """Training could not finish: e.g. a rank of a distributed run crashed (the build can be resumed)."""
+
+
+class ModelFileError(EdgeDistillError):
+    """A model file (.onnx, .tflite) is missing, corrupt or of a format the tool does not read."""
+
+
+class ReportError(EdgeDistillError):
+    """A run directory has no readable report to render."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import platform
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +42,9 @@ class BuildOptions:
     kd_loss: str = "logit"
     temperature: float = 4.0
     alpha: float = 0.5
+    beta: float = 1.0  # weight of the feature term (--kd-loss fitnet / attention)
+    augment_shift: int = 0  # random shift in pixels for student training (online teacher)
+    augment_flip: bool = False  # random horizontal flips (only for flip-invariant classes)
     min_compression: float = 4.0  # the student has at most teacher_params / min_compression parameters
     search: str = "capacity"  # "capacity": largest fitting candidate; "proxy": brief training of the top-k
     proxy_top_k: int = 3
@@ -53,14 +57,24 @@ class BuildOptions:
     force: bool = False
     quiet: bool = False
     trust_pickle: bool = False
+    nproc: int = 1  # training ranks on this machine (torchrun + DDP); 1 trains in this process
 
     def __post_init__(self) -> None:
+        if self.nproc < 1:
+            raise ConfigError(f"--nproc must be ≥ 1, got {self.nproc}.", "Use 1 to train in this process, or N ≥ 2 for N DDP ranks on this machine.")
         if self.min_compression < 1:
             raise ConfigError(f"--min-compression must be ≥ 1, got {self.min_compression}.", "Use 1 to let the student be as large as the teacher.")
         if self.search not in ("capacity", "proxy"):
             raise ConfigError(f"--search must be 'capacity' or 'proxy', got {self.search!r}.", "capacity is the default.")
         if self.proxy_top_k < 1 or self.proxy_epochs < 1:
             raise ConfigError("--proxy-top-k and --proxy-epochs must be ≥ 1.", "E.g. --proxy-top-k 3 --proxy-epochs 3.")
+        if self.augment_shift < 0:
+            raise ConfigError(f"--augment-shift must be ≥ 0, got {self.augment_shift}.", "Use 0 (off) or a few pixels, e.g. 2.")
+        if self.nproc > 1 and (self.augment_shift or self.augment_flip or self.kd_loss in ("fitnet", "attention")):
+            raise ConfigError(
+                "--nproc > 1 does not yet support an online teacher (augmentation, fitnet or attention KD).",
+                "Use --nproc 1 with these options, or logit KD without augmentation for distributed training.",
+            )
         if self.max_int8_drop < 0:
             raise ConfigError(f"--max-int8-drop must be ≥ 0, got {self.max_int8_drop}.", "It is in accuracy points, e.g. 1.0.")
         if self.bench_runs < 1 or self.bench_warmup < 0:
@@ -119,6 +133,7 @@ class Stages:
             result = from_jsonable(cls, entry["result"])
             self.times.append(StageTime(name, round(time.perf_counter() - t0, 3), True, entry["seconds"]))
             return result, key
+        self._drop_stale_checkpoints(name, key)
         result, files = compute()
         seconds = time.perf_counter() - t0
         self.run.record_stage(name, key, to_jsonable(result), files, seconds)
@@ -126,9 +141,38 @@ class Stages:
         self.console.stage(name, f"done in {seconds:.1f} s")
         return result, key
 
+    def _drop_stale_checkpoints(self, name: str, key: str) -> None:
+        """Resume only a computation that began with the same inputs; --force always starts afresh.
+
+        A training checkpoint left by an interrupted run with other settings (another temperature, say)
+        must not be resumed under the new ones, or the "redone" stage would silently keep the old model.
+        """
+        if self.force or self.run.started_key(name) not in (None, key):
+            for rel in STAGE_CHECKPOINTS.get(name, ()):
+                path = self.run.root / rel
+                if path.is_dir():
+                    shutil.rmtree(path)
+                elif path.exists():
+                    path.unlink()
+        self.run.mark_started(name, key)
+
+
+# What each resumable stage leaves behind while it runs (relative to the run directory).
+STAGE_CHECKPOINTS = {
+    "teacher": ("teacher/train.ckpt",),
+    "size": ("size/proxy",),
+    "baseline": ("distill/student_nokd.ckpt",),
+    "distill": ("distill/student_kd.ckpt",),
+}
+
 
 def build(options: BuildOptions) -> dict[str, Any]:
     """Run the whole pipeline; returns the report as a dict (also written to report.json / report.md)."""
+    if "TORCHELASTIC_RUN_ID" in os.environ:  # `torchrun ... -m edge_distill build`: every rank lands here
+        from .distill import ddp
+
+        if ddp.launched_by_torchrun() and ddp.current() is None:
+            return ddp.build_on_all_ranks(build, options)  # rank 0 comes back here inside the process group
     started = time.perf_counter()
     profile = load_profile(options.profile)  # errors before anything is written
     run = RunDir(options.run_dir())
@@ -137,22 +181,26 @@ def build(options: BuildOptions) -> dict[str, Any]:
     console.info(f"edge-distill {__version__}: building for profile {profile.name!r} into {run.root}")
     stages = Stages(run, options.force, console)
     _limit_threads()
+    ranks = _training_ranks(options)
 
-    from .bench import runner_names
+    from .bench import make_runner
 
-    if options.runner not in runner_names():
-        raise ConfigError(f"Unknown runner {options.runner!r}.", f"Known runners: {', '.join(runner_names())}.")
+    make_runner(options.runner)  # unknown runner, no emulator root, no device: fail before hours of training
 
     console.stage("profile", f"{profile.name}: {profile.description}")
     profile_key = hash_inputs(to_jsonable(profile))
 
-    data, data_key = stages("data", [options.data, options.seed, options.calib_count], DataResult, lambda: _data_stage(run, options))
+    from .data.user import fingerprint, is_user_data
+
+    # A user's file or folder is keyed by its content, so editing the data redoes the build.
+    data_source = fingerprint(options.data) if is_user_data(options.data) else options.data
+    data, data_key = stages("data", [data_source, options.seed, options.calib_count], DataResult, lambda: _data_stage(run, options))
     console.stage("data", f"{data.spec.name}: {data.n_train} train / {data.n_val} val / {data.n_test} test / {data.n_calib} calibration")
 
     teacher_source = options.teacher if options.teacher == "auto" else sha256_file(_teacher_path(options))
     teacher, teacher_key = stages(
         "teacher",
-        [data_key, teacher_source, options.teacher_epochs, options.seed],
+        [data_key, teacher_source, options.teacher_epochs, options.seed, *ranks],
         TeacherResult,
         lambda: _teacher_stage(run, options, data),
     )
@@ -169,12 +217,12 @@ def build(options: BuildOptions) -> dict[str, Any]:
     )
     console.stage("size", sizing.reason)
 
-    train_settings = [options.student_epochs, options.seed]
+    train_settings = [options.student_epochs, options.seed, *ranks]
     baseline, baseline_key = stages(
         "baseline", [size_key, train_settings], StudentResult, lambda: _student_stage(run, options, data, sizing, None, "ce")
     )
     console.stage("baseline", f"no-KD student: test accuracy {baseline.test_accuracy:.4f}")
-    kd_settings = [options.kd_loss, options.temperature, options.alpha]
+    kd_settings = [options.kd_loss, options.temperature, options.alpha, options.beta, options.augment_shift, options.augment_flip]
     student, student_key = stages(
         "distill",
         [size_key, teacher_key, train_settings, kd_settings],
@@ -186,7 +234,11 @@ def build(options: BuildOptions) -> dict[str, Any]:
     from .convert import ConvertResult
 
     conversion, convert_key = stages(
-        "convert", [student_key, teacher_key, data_key], ConvertResult, lambda: _convert_stage(run, data, sizing, student, teacher)
+        "convert",
+        # max_int8_drop decides how far the quality gate escalates, so it is an input of the convert stage.
+        [student_key, teacher_key, data_key, options.max_int8_drop],
+        ConvertResult,
+        lambda: _convert_stage(run, options, data, sizing, student, teacher),
     )
     from .verify import VerifyResult, enforce_gate, format_ledger
 
@@ -197,7 +249,7 @@ def build(options: BuildOptions) -> dict[str, Any]:
         lambda: _verify_stage(run, options, data, sizing, teacher, baseline, student, conversion),
     )
     console.info(format_ledger(verified))
-    enforce_gate(verified)
+    enforce_gate(verified, conversion)
 
     from .bench import BenchSuite
 
@@ -207,6 +259,22 @@ def build(options: BuildOptions) -> dict[str, Any]:
         BenchSuite,
         lambda: _bench_stage(run, options, profile, data, conversion),
     )
+
+    from .bench import FidelityResult
+
+    fidelity = None
+    if options.runner != "local":  # a device runtime: do its INT8 answers match the host's?
+        fidelity, _ = stages(
+            "fidelity",
+            [verify_key, options.runner],
+            FidelityResult,
+            lambda: _fidelity_stage(run, options, profile, conversion),
+        )
+    from .bundle import BundleResult
+
+    bundle, _ = stages("bundle", [verify_key, data_key, profile_key], BundleResult,
+                       lambda: _bundle_stage(run, profile, data, conversion, verified))
+    console.stage("bundle", ", ".join(f"{b.archive} ({b.archive_bytes:,} B)" for b in bundle.bundles))
 
     from .report import write_report
 
@@ -222,6 +290,8 @@ def build(options: BuildOptions) -> dict[str, Any]:
         conversion=conversion,
         verified=verified,
         bench=bench,
+        fidelity=fidelity,
+        bundle=bundle,
         times=stages.times,
         total_seconds=time.perf_counter() - started,
     )
@@ -230,6 +300,20 @@ def build(options: BuildOptions) -> dict[str, Any]:
 
 
 # ---- stages ------------------------------------------------------------------------------------
+
+
+def _training_ranks(options: BuildOptions) -> list[int]:
+    """``[N]`` when training runs on N > 1 ranks, else ``[]``: a stage-key part.
+
+    DDP results differ from single-process ones at the level of seed noise (BatchNorm sees per-rank
+    batches), so the rank count is an input; single-process keys stay what they always were.
+    """
+    from .distill import ddp
+
+    n = ddp.planned_world_size(options.nproc)
+    if ddp.launched_by_torchrun() and options.nproc > 1:
+        get_console().warn(f"--nproc {options.nproc} is ignored under torchrun: the world has {n} ranks.")
+    return [n] if n > 1 else []
 
 
 def _limit_threads() -> None:
@@ -272,7 +356,8 @@ def _teacher_stage(run: RunDir, options: BuildOptions, data: DataResult) -> tupl
     import numpy as np
     import torch
 
-    from .distill import KDConfig, TrainConfig, accuracy, predict_logits, train
+    from .distill import KDConfig, TrainConfig, accuracy, ddp, predict_logits, train
+    from .distill.worker import ModelRecipe, cache_teacher_logits, train_distributed
     from .models.cnn import count_params
     from .models.teacher import builtin_teacher, load_teacher_file
 
@@ -282,11 +367,15 @@ def _teacher_stage(run: RunDir, options: BuildOptions, data: DataResult) -> tupl
         torch.manual_seed(options.seed)
         model = builtin_teacher(data.spec)
         get_console().stage("teacher", f"training the built-in CNN ({count_params(model):,} params) for {options.teacher_epochs} epochs")
-        train_result = train(
-            model, splits.x_train, splits.y_train, splits.x_val, splits.y_val,
-            TrainConfig(epochs=options.teacher_epochs, seed=options.seed), KDConfig(loss="ce"), None,
-            run.path("teacher/train.ckpt"), "teacher",
-        )
+        cfg, kd = TrainConfig(epochs=options.teacher_epochs, seed=options.seed), KDConfig(loss="ce")
+        if ddp.wanted(options.nproc):
+            train_result = train_distributed(
+                run, ModelRecipe("teacher", data.spec), model, data.splits_path, cfg, kd, None, "teacher/train.ckpt", "teacher", options.nproc
+            )
+        else:
+            train_result = train(
+                model, splits.x_train, splits.y_train, splits.x_val, splits.y_val, cfg, kd, None, run.path("teacher/train.ckpt"), "teacher",
+            )
         with run.atomic_path("teacher/teacher.pt") as tmp:
             torch.save(model.state_dict(), tmp)
         kind, source = "builtin", "auto (built-in CNN)"
@@ -297,9 +386,17 @@ def _teacher_stage(run: RunDir, options: BuildOptions, data: DataResult) -> tupl
             tmp.write_bytes(path.read_bytes())
         kind, source = "file", str(path)
     get_console().stage("teacher", "caching teacher logits on the training split")
-    with run.atomic_path("teacher/logits_train.npy") as tmp:
-        with open(tmp, "wb") as fh:
-            np.save(fh, predict_logits(model, splits.x_train))
+    if ddp.wanted(options.nproc):  # each rank computes one shard; rank 0 writes the cache once
+        recipe = ModelRecipe("teacher" if kind == "builtin" else "teacher_file", data.spec, "teacher/teacher.pt", trust_pickle=options.trust_pickle)
+        cached = cache_teacher_logits(run, recipe, data.splits_path, "teacher/logits_train.npy", options.nproc)
+        get_console().stage("teacher", f"{cached.rows} logits computed in {len(cached.rows_per_rank)} shards {list(cached.rows_per_rank)}")
+    else:
+        with run.atomic_path("teacher/logits_train.npy") as tmp:
+            with open(tmp, "wb") as fh:
+                # In chunks, so a large training split shows a progress bar instead of a silent pause.
+                chunks = range(0, len(splits.x_train), 512)
+                logits = [predict_logits(model, splits.x_train[i : i + 512]) for i in get_console().progress(chunks, len(chunks), "teacher logits")]
+                np.save(fh, np.concatenate(logits))
     result = TeacherResult(
         source=source,
         path="teacher/teacher.pt",
@@ -340,7 +437,7 @@ def _student_stage(run, options, data, sizing, teacher: TeacherResult | None, lo
     import numpy as np
     import torch
 
-    from .distill import KDConfig, TrainConfig, accuracy, train
+    from .distill import LOSSES, KDConfig, TrainConfig, accuracy, ddp, train
     from .models.cnn import count_params
     from .models.students import build_student
 
@@ -348,15 +445,29 @@ def _student_stage(run, options, data, sizing, teacher: TeacherResult | None, lo
     name = "student_kd" if teacher is not None else "student_nokd"
     torch.manual_seed(options.seed)  # same initial weights for the KD student and its baseline
     model = build_student(sizing.chosen, data.spec)
-    teacher_logits = np.load(run.path(teacher.logits_path)) if teacher is not None else None
-    kd = KDConfig(loss=loss, temperature=options.temperature, alpha=options.alpha)
+    kd = KDConfig(loss=loss, temperature=options.temperature, alpha=options.alpha, beta=options.beta)
     what = f"KD ({loss}, T={kd.temperature}, alpha={kd.alpha})" if teacher is not None else "hard labels only (no-KD baseline)"
     get_console().stage("distill" if teacher is not None else "baseline", f"training {sizing.chosen.label()} with {what}")
-    train_result = train(
-        model, splits.x_train, splits.y_train, splits.x_val, splits.y_val,
-        TrainConfig(epochs=options.student_epochs, seed=options.seed), kd, teacher_logits,
-        run.path(f"distill/{name}.ckpt"), name,
+    cfg = TrainConfig(
+        epochs=options.student_epochs, seed=options.seed, augment_shift=options.augment_shift, augment_flip=options.augment_flip,
+        background=float(-data.spec.mean / data.spec.std),  # a blank pixel, normalized
     )
+    # Augmented views and feature maps need the teacher itself, running on each batch beside the student.
+    online = teacher is not None and (cfg.augment_shift > 0 or cfg.augment_flip or LOSSES.get(loss).needs_features)
+    if ddp.wanted(options.nproc):  # DDP ranks read the splits and the cached teacher logits from the run directory
+        from .distill.worker import ModelRecipe, train_distributed
+
+        train_result = train_distributed(
+            run, ModelRecipe("student", data.spec, student=sizing.chosen), model, data.splits_path, cfg, kd,
+            teacher.logits_path if teacher is not None else None, f"distill/{name}.ckpt", name, options.nproc,
+        )
+    else:
+        teacher_logits = np.load(run.path(teacher.logits_path)) if teacher is not None and not online else None
+        teacher_model = load_teacher_model(run, teacher, data.spec, trust_pickle=True) if online else None
+        train_result = train(
+            model, splits.x_train, splits.y_train, splits.x_val, splits.y_val, cfg, kd, teacher_logits, run.path(f"distill/{name}.ckpt"), name,
+            teacher=teacher_model,
+        )
     with run.atomic_path(f"distill/{name}.pt") as tmp:
         torch.save(model.state_dict(), tmp)
     result = StudentResult(
@@ -381,12 +492,20 @@ def load_student_model(run: RunDir, student: StudentResult, sizing, spec):
     return model.eval()
 
 
-def _convert_stage(run, data, sizing, student, teacher):
-    from .convert import convert_student, export_onnx
+def _convert_stage(run, options, data, sizing, student, teacher):
+    from .convert import contract_from_spec, convert_student, export_onnx
+    from .data.splits import balanced_subset
 
     splits = _splits(run, data)
     model = load_student_model(run, student, sizing, data.spec)
-    result = convert_student(model, data.spec.input_shape, splits.x_calib, splits.x_val, run, subdir="student")
+    # The quality gate's "more calibration" rung: a larger, differently seeded class-balanced draw from the
+    # training split (never validation or test data).
+    more = balanced_subset(splits.y_train, min(len(splits.y_train), 4 * len(splits.y_calib)), options.seed + 2)
+    result = convert_student(
+        model, data.spec.input_shape, splits.x_calib, splits.x_val, run, subdir="student",
+        check_y=splits.y_val, calib_y=splits.y_calib, contract=contract_from_spec(data.spec),
+        more_calib_x=splits.x_train[more], max_int8_drop=options.max_int8_drop, threads=os.cpu_count() or 1,
+    )
     # The teacher goes to ONNX too, so it can be benchmarked in the same kind of separate process.
     teacher_model = load_teacher_model(run, teacher, data.spec, trust_pickle=True)  # already vetted in the teacher stage
     export_onnx(teacher_model, data.spec.input_shape, run.path("teacher/teacher.onnx"))
@@ -397,23 +516,32 @@ def _convert_stage(run, data, sizing, student, teacher):
 def _verify_stage(run, options, data, sizing, teacher, baseline, student, conversion):
     from .convert import run_onnx, run_tflite
     from .distill import predict_logits
-    from .verify import Scored, build_ledger
+    from .verify import Scored, build_ledger, median_ms, torch_latency_ms
 
     splits = _splits(run, data)
     x = splits.x_test
     threads = os.cpu_count() or 1
     teacher_model = load_teacher_model(run, teacher, data.spec, trust_pickle=True)
-    scored = [
-        Scored("teacher", "teacher_torch_fp32", "torch", predict_logits(teacher_model, x), None, teacher.params, "float32"),
-        Scored("student (no KD)", "nokd_torch_fp32", "torch", predict_logits(load_student_model(run, baseline, sizing, data.spec), x), None, baseline.params, "float32"),
-        Scored("student (KD)", "torch_fp32", "torch", predict_logits(load_student_model(run, student, sizing, data.spec), x), None, student.params, "float32"),
-    ]
+    scored = []
+    for name, variant, trained, model in (
+        ("teacher", "teacher_torch_fp32", teacher, teacher_model),
+        ("student (no KD)", "nokd_torch_fp32", baseline, load_student_model(run, baseline, sizing, data.spec)),
+        ("student (KD)", "torch_fp32", student, load_student_model(run, student, sizing, data.spec)),
+    ):
+        scored.append(Scored(name, variant, "torch", predict_logits(model, x), None, trained.params, "float32", torch_latency_ms(model, x, threads=threads)))
     for f in conversion.files:
         path = run.path(f.path)
-        logits = run_onnx(path, x, threads) if f.variant.startswith("onnx") else run_tflite(path, x, threads)
-        runtime = "onnxruntime" if f.variant.startswith("onnx") else "litert"
-        scored.append(Scored(f"student {f.variant}", f.variant, runtime, logits, f.bytes, student.params, f.integer_description))
-    result = build_ledger(scored, splits.y_test, "torch_fp32", "tflite_int8", options.max_int8_drop)
+        latencies: list[float] = []
+        if f.variant.startswith("onnx"):
+            logits, runtime = run_onnx(path, x, threads, latencies), "onnxruntime"
+        else:
+            logits, runtime = run_tflite(path, x, threads, latencies), "litert"
+        scored.append(Scored(f"student {f.variant}", f.variant, runtime, logits, f.bytes, student.params, f.integer_description, median_ms(latencies)))
+    where = (
+        f"host ({platform.machine()}, {threads} threads), in-process, batch 1: median over the {len(x)} test-split invokes "
+        "(torch: the first 64 forward passes); not the target device -- see the bench section for separate-process timings"
+    )
+    result = build_ledger(scored, splits.y_test, "torch_fp32", "tflite_int8", options.max_int8_drop, conversion.deploy_variant, where)
     run.write_json("verify/ledger.json", to_jsonable(result))
     return result, [run.path("verify/ledger.json")]
 
@@ -437,11 +565,44 @@ def _bench_stage(run, options, profile, data, conversion):
         if f.variant.startswith("tflite"):
             targets.append((f"student {f.variant}", run.path(f.path), "bench/test_nhwc.npz"))
     results = []
-    for label, path, npz in targets:
-        results.append(bench_model(path, threads, options.bench_warmup, options.bench_runs, run.path(npz), runner=options.runner))
+    for label, path, npz in get_console().progress(targets, len(targets), "bench models"):
+        # The teacher is a host reference (devices rarely have onnxruntime); each result says where it ran.
+        runner = "local" if path.suffix == ".onnx" else options.runner
+        results.append(bench_model(path, threads, options.bench_warmup, options.bench_runs, run.path(npz), runner=runner))
     suite = BenchSuite(labels=tuple(t[0] for t in targets), results=tuple(results), threads=threads, host=describe_host())
     run.write_json("bench/results.json", to_jsonable(suite))
     return suite, [run.path("bench/results.json")]
+
+
+def _int8_file(conversion):
+    """The quantized file that passed the quality gate (full INT8 unless the gate had to escalate)."""
+    return conversion.file(conversion.deploy_variant or "tflite_int8")
+
+
+def _fidelity_stage(run, options, profile, conversion):
+    from .bench import cross_runtime_fidelity
+
+    threads = min(profile.threads, os.cpu_count() or 1)
+    result = cross_runtime_fidelity(run.path(_int8_file(conversion).path), run.path("bench/test_nhwc.npz"), options.runner, threads)
+    run.write_json("bench/fidelity.json", to_jsonable(result))
+    return result, [run.path("bench/fidelity.json")]
+
+
+def _bundle_stage(run, profile, data, conversion, verified):
+    from .bundle import ModelFacts, build_bundles
+
+    spec, int8 = data.spec, _int8_file(conversion)
+    shape = tuple(spec.input_shape)
+    # Images are (C, H, W) for torch and NHWC in the .tflite file; other inputs keep their shape.
+    nhwc = (1, shape[1], shape[2], shape[0]) if spec.task == "vision" and len(shape) == 3 else (1, *shape)
+    facts = ModelFacts(
+        name=f"{spec.name}-{profile.name}", task=spec.task, class_names=tuple(spec.class_names), input_shape_nhwc=nhwc,
+        pixel_scale=getattr(spec, "pixel_scale", 1.0), mean=getattr(spec, "mean", 0.0), std=getattr(spec, "std", 1.0),
+        variant=int8.variant,
+        variant_description=int8.integer_description, accuracy=verified.row(int8.variant).accuracy, n_test=verified.n_test,
+        profile=profile.name,
+    )
+    return build_bundles(run, run.path(int8.path), facts)
 
 
 def tool_versions() -> dict[str, str]:

@@ -114,6 +114,15 @@ class RunDir:
                 return None
         return entry
 
+    def started_key(self, stage: str) -> str | None:
+        """The input key the last (possibly unfinished) computation of ``stage`` began with."""
+        return self.load_manifest().get("started", {}).get(stage)
+
+    def mark_started(self, stage: str, key: str) -> None:
+        manifest = self.load_manifest()
+        manifest.setdefault("started", {})[stage] = key
+        self.write_json(MANIFEST, manifest)
+
     def record_stage(self, stage: str, key: str, result: Any, files: list[Path], seconds: float) -> None:
         manifest = self.load_manifest()
         manifest["stages"][stage] = {

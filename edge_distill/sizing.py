@@ -37,6 +37,7 @@ class Cost:
     macs: int
     arena_bytes: int
     n_ops: int
+    act_elems: int  # activation elements written by all operators (memory traffic)
     latency_ms: float  # estimated on the profile, not measured
 
 
@@ -71,11 +72,12 @@ _COUNTED = (nn.Conv2d, nn.Linear, nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool
 
 
 def measure_cost(model: nn.Module, spec: DataSpec, profile: DeviceProfile) -> Cost:
-    macs, arena, n_ops, channels = 0, 0, 0, 0
+    macs, arena, n_ops, channels, act_elems = 0, 0, 0, 0, 0
 
     def hook(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
-        nonlocal macs, arena, n_ops, channels
+        nonlocal macs, arena, n_ops, channels, act_elems
         n_ops += 1
+        act_elems += output.numel()
         live = inputs[0].numel() + output.numel()  # int8: one byte per element
         arena = max(arena, live)
         if isinstance(module, nn.Conv2d):
@@ -98,7 +100,8 @@ def measure_cost(model: nn.Module, spec: DataSpec, profile: DeviceProfile) -> Co
     bn = sum(p.numel() for m in model.modules() if isinstance(m, nn.BatchNorm2d) for p in m.parameters())
     model_bytes = (params - bn) + TFLITE_FIXED_BYTES + BYTES_PER_CHANNEL * channels
     n_ops += 2  # the reshape before the head and the final output op
-    return Cost(params, model_bytes, macs, arena, n_ops, round(profile.estimate_latency_ms(macs, n_ops), 4))
+    latency = profile.estimate_latency_ms(macs, n_ops, act_elems)
+    return Cost(params, model_bytes, macs, arena, n_ops, act_elems, round(latency, 4))
 
 
 def check_budgets(cost: Cost, profile: DeviceProfile, max_params: int) -> tuple[str, ...]:

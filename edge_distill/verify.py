@@ -4,15 +4,22 @@ Every model in the build is scored on the same test samples: the teacher, the no
 KD student in torch, and each converted file in the runtime that will execute it.  Agreement is the
 share of test samples where a model's top-1 class equals the fp32 KD student's, which shows what a
 conversion changed even where accuracy happens to stay the same.
+
+The gate judges the quantized file the convert stage chose to ship (``ConvertResult.deploy_variant``: full
+INT8 when it passed on the validation split, otherwise the escalation's pick) on the *test* split; when
+the convert stage found nothing that passes, there is nothing to ship and the gate fails.
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import numpy as np
 
 from .errors import QualityGateError
+
+_SAME_AS_INT8 = "<int8_variant>"
 
 
 @dataclass(frozen=True)
@@ -25,6 +32,7 @@ class LedgerRow:
     bytes: int | None  # deployed file size; None for in-memory torch models
     params: int
     precision: str  # what is integer inside, and at the input/output
+    latency_ms: float | None = None  # host, in-process, batch 1: median over the invokes that scored the test split
 
 
 @dataclass(frozen=True)
@@ -32,12 +40,18 @@ class VerifyResult:
     rows: tuple[LedgerRow, ...]
     n_test: int
     reference: str  # the row the INT8 drop is measured against
-    int8_drop_points: float  # accuracy points lost by the full-INT8 file against the reference
+    int8_drop_points: float | None  # points lost by the full-INT8 file against the reference; None: no such file
     max_int8_drop: float
     passed: bool
+    gated_variant: str | None = "tflite_int8"  # the quantized file that ships; None when none met the gate
+    gated_drop_points: float | None = None  # accuracy points lost by ``gated_variant`` on the test split
+    latency_where: str = ""  # where and how ``LedgerRow.latency_ms`` was measured
 
     def row(self, variant: str) -> LedgerRow:
-        return next(r for r in self.rows if r.variant == variant)
+        for r in self.rows:
+            if r.variant == variant:
+                return r
+        raise KeyError(f"No ledger row {variant!r} (have: {', '.join(r.variant for r in self.rows)})")
 
 
 @dataclass(frozen=True)
@@ -51,9 +65,52 @@ class Scored:
     bytes: int | None
     params: int
     precision: str
+    latency_ms: float | None = None
 
 
-def build_ledger(scored: list[Scored], y_test: np.ndarray, reference_variant: str, int8_variant: str, max_int8_drop: float) -> VerifyResult:
+def median_ms(latencies: list[float]) -> float | None:
+    return round(1000.0 * float(np.median(latencies)), 5) if latencies else None
+
+
+def torch_latency_ms(model, x: np.ndarray, runs: int = 64, threads: int | None = None, warmup: int = 5) -> float | None:
+    """Median wall time of batch-1 forward passes of a torch model on the first ``runs`` samples (host),
+    after ``warmup`` untimed passes (the first calls allocate and pick kernels)."""
+    import torch
+
+    old = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    times = []
+    try:
+        with torch.no_grad():
+            for i in range(min(warmup, len(x))):
+                model(torch.from_numpy(np.ascontiguousarray(x[i : i + 1])))
+            for i in range(min(runs, len(x))):
+                sample = torch.from_numpy(np.ascontiguousarray(x[i : i + 1]))
+                t0 = time.perf_counter()
+                model(sample)
+                times.append(time.perf_counter() - t0)
+    finally:
+        torch.set_num_threads(old)
+    return median_ms(times)
+
+
+def build_ledger(
+    scored: list[Scored],
+    y_test: np.ndarray,
+    reference_variant: str,
+    int8_variant: str,
+    max_int8_drop: float,
+    deploy_variant: str | None = _SAME_AS_INT8,
+    latency_where: str = "",
+) -> VerifyResult:
+    """Score every model; the gate passes when ``deploy_variant`` loses at most ``max_int8_drop`` points.
+
+    ``deploy_variant`` defaults to ``int8_variant``; None means the convert stage found no quantized model
+    that met the gate, and the ledger fails.
+    """
+    if deploy_variant == _SAME_AS_INT8:
+        deploy_variant = int8_variant
     ref_pred = next(s for s in scored if s.variant == reference_variant).logits.argmax(1)
     rows = tuple(
         LedgerRow(
@@ -65,28 +122,73 @@ def build_ledger(scored: list[Scored], y_test: np.ndarray, reference_variant: st
             bytes=s.bytes,
             params=s.params,
             precision=s.precision,
+            latency_ms=s.latency_ms,
         )
         for s in scored
     )
     by_variant = {r.variant: r for r in rows}
-    drop = round(100 * (by_variant[reference_variant].accuracy - by_variant[int8_variant].accuracy), 4)
-    return VerifyResult(rows, len(y_test), reference_variant, drop, max_int8_drop, drop <= max_int8_drop)
+
+    def drop(variant: str) -> float:
+        return round(100 * (by_variant[reference_variant].accuracy - by_variant[variant].accuracy), 4)
+
+    int8_drop = drop(int8_variant) if int8_variant in by_variant else None
+    gated_drop = drop(deploy_variant) if deploy_variant in by_variant else None
+    passed = gated_drop is not None and gated_drop <= max_int8_drop
+    return VerifyResult(rows, len(y_test), reference_variant, int8_drop, max_int8_drop, passed, deploy_variant, gated_drop, latency_where)
 
 
 def format_ledger(result: VerifyResult) -> str:
-    lines = [f"{'model':<28} {'runtime':<12} {'acc':>7} {'agree':>7} {'bytes':>10} {'params':>9}  precision"]
+    lines = [f"{'model':<28} {'runtime':<12} {'acc':>7} {'agree':>7} {'bytes':>10} {'params':>9} {'ms':>8}  precision"]
     for r in result.rows:
         size = f"{r.bytes:,}" if r.bytes is not None else "-"
-        lines.append(f"{r.name:<28} {r.runtime:<12} {r.accuracy:>7.4f} {r.agreement:>7.4f} {size:>10} {r.params:>9,}  {r.precision}")
+        ms = f"{r.latency_ms:.3f}" if r.latency_ms is not None else "-"
+        ships = "  <- ships" if r.variant == result.gated_variant else ""
+        lines.append(
+            f"{r.name:<28} {r.runtime:<12} {r.accuracy:>7.4f} {r.agreement:>7.4f} {size:>10} {r.params:>9,} {ms:>8}  {r.precision}{ships}"
+        )
+    if result.latency_where:
+        lines.append(f"ms: {result.latency_where}")
     return "\n".join(lines)
 
 
-def enforce_gate(result: VerifyResult) -> None:
-    """Raise with the whole ledger when the INT8 model lost more than the gate allows."""
-    if not result.passed:
-        raise QualityGateError(
-            f"INT8 quality gate failed: the full-INT8 student lost {result.int8_drop_points:.2f} accuracy points "
-            f"against the fp32 student (allowed: {result.max_int8_drop:.2f}) on {result.n_test} test samples.\n"
-            + format_ledger(result),
-            "Try more calibration samples (--calib-count), or raise --max-int8-drop if this loss is acceptable.",
+def format_attempts(attempts) -> str:
+    """The quality gate's escalation, one line per attempt (``QuantAttempt``s or their JSON dicts)."""
+    lines = []
+    for a in attempts:
+        get = a.get if isinstance(a, dict) else lambda k, a=a: getattr(a, k)
+        if get("error"):
+            outcome = f"could not run: {get('error')}"
+        else:
+            measure = f"accuracy {get('accuracy'):.4f}, " if get("accuracy") is not None else ""
+            outcome = f"{measure}agreement {get('agreement'):.4f}, drop {get('drop_points'):.2f} points — {'passed' if get('passed') else 'failed'}"
+        lines.append(f"  {get('step')}. {get('strategy'):<18} {get('settings')}: {outcome}")
+    return "\n".join(lines)
+
+
+def enforce_gate(result: VerifyResult, conversion=None) -> None:
+    """Raise with the whole ledger (and the escalation attempts) when no quantized model may ship."""
+    if result.passed:
+        return
+    attempts = tuple(getattr(conversion, "attempts", ()) or ())
+    gate = getattr(conversion, "gate", None)
+    tried = ("\nEscalation attempts (validation split):\n" + format_attempts(attempts)) if attempts else ""
+    if result.gated_variant is None:
+        where = f" on the {gate.n_samples} validation samples" if gate is not None else ""
+        plain = (
+            f"plain full INT8 loses {result.int8_drop_points:.2f} points on the {result.n_test} test samples"
+            if result.int8_drop_points is not None else "plain full INT8 could not be run at all"
         )
+        headline = (
+            f"INT8 quality gate failed: no quantized model stayed within {result.max_int8_drop:.2f} accuracy points of the "
+            f"fp32 student{where} after {len(attempts)} attempt(s); {plain}."
+        )
+    else:
+        headline = (
+            f"INT8 quality gate failed: the {result.gated_variant} student lost {result.gated_drop_points:.2f} accuracy points "
+            f"against the fp32 student (allowed: {result.max_int8_drop:.2f}) on {result.n_test} test samples."
+        )
+    raise QualityGateError(
+        headline + "\n" + format_ledger(result) + tried,
+        "Try more calibration samples (--calib-count), a student family that quantizes better (--student), or raise "
+        "--max-int8-drop if this loss is acceptable.",
+    )

@@ -6,6 +6,7 @@ Runs on the target (Raspberry Pi, Android/Termux, or the host) with only numpy a
 It must never import torch, tensorflow, onnx or edge_distill: a device has none of them.
 
     python3 agent.py MODEL [--threads N] [--warmup W] [--runs R] [--npz DATA.npz] [--batch-limit K]
+                           [--predictions]
 
 stdout carries exactly one JSON object; everything else (runtime logs included) goes to stderr.
 On failure the object is ``{"error": "...", "hint": "..."}`` and the exit code is 2.
@@ -353,6 +354,8 @@ def parse_args(argv):
     p.add_argument("--runs", type=int, default=200)
     p.add_argument("--npz", default=None, help="x (float32, model input layout) and y (int labels)")
     p.add_argument("--batch-limit", type=int, default=0, help="evaluate at most K samples of --npz (0 = all)")
+    p.add_argument("--predictions", action="store_true",
+                   help="with --npz: also report each scored sample's top-1 class (for cross-runtime checks)")
     args = p.parse_args(argv)
     if args.threads < 1:
         raise AgentError(f"--threads must be >= 1, got {args.threads}.")
@@ -362,6 +365,8 @@ def parse_args(argv):
         raise AgentError(f"--runs must be >= 1, got {args.runs}.")
     if args.batch_limit < 0:
         raise AgentError(f"--batch-limit must be >= 0, got {args.batch_limit}.")
+    if args.predictions and not args.npz:
+        raise AgentError("--predictions needs --npz (the samples to predict).")
     return args
 
 
@@ -408,9 +413,9 @@ def measure(args) -> dict:
     # Peak is read before --npz is loaded, so it covers load + inference, not the evaluation data.
     peak, peak_source = peak_rss()
 
-    accuracy, n_eval = None, 0
+    accuracy, n_eval, predictions = None, 0, None
     if args.npz:
-        accuracy, n_eval = evaluate(model, spec, args.npz, args.batch_limit, np)
+        accuracy, n_eval, predictions = evaluate(model, spec, args.npz, args.batch_limit, np)
 
     out0 = model.outputs[0]
     result = {
@@ -445,12 +450,13 @@ def measure(args) -> dict:
         "rss_growth_mb": (rss_end - rss_after_load) if rss_end is not None and rss_after_load is not None else None,
         "accuracy": accuracy,
         "n_eval": n_eval,
+        **({"predictions": predictions} if args.predictions else {}),
         "agent_wall_s": time.perf_counter() - t_start,
     }
     return result
 
 
-def evaluate(model, spec: dict, path: str, limit: int, np) -> tuple[float, int]:
+def evaluate(model, spec: dict, path: str, limit: int, np) -> tuple[float, int, list]:
     try:
         with np.load(path, allow_pickle=False) as data:
             if "y" not in data.files:
@@ -468,15 +474,16 @@ def evaluate(model, spec: dict, path: str, limit: int, np) -> tuple[float, int]:
     if n == 0:
         raise AgentError(f"{path} holds no samples.")
     out = model.outputs[0]
-    correct = 0
+    predictions = []
     for i in range(n):
         model.set_inputs([to_input(x[i : i + 1], spec, np)])
         model.run()
         logits = model.output(0).reshape(-1)
         if out["scale"] > 0:  # int8 outputs: dequantize (argmax is unchanged, but keep it exact)
             logits = (logits.astype(np.float32) - out["zero_point"]) * out["scale"]
-        correct += int(int(np.argmax(logits)) == int(y[i]))
-    return correct / n, n
+        predictions.append(int(np.argmax(logits)))
+    correct = sum(int(p == int(t)) for p, t in zip(predictions, y[:n]))
+    return correct / n, n, predictions
 
 
 def _emit(obj: dict) -> None:

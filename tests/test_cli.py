@@ -52,7 +52,7 @@ def test_demo_files_exist_and_the_int8_file_is_fully_integer(demo):
 def test_demo_bench_ran_in_a_separate_process_and_says_where(demo):
     _, report = demo
     bench = report["bench"]
-    assert len(bench["results"]) == 3
+    assert len(bench["results"]) >= 3  # the teacher and every TFLite variant
     for b in bench["results"]:
         assert 0 < b["p50_ms"] <= b["p90_ms"] <= b["p99_ms"]
         assert b["threads"] == min(4, report["bench"]["threads"])
@@ -80,6 +80,9 @@ def test_changed_kd_settings_redo_only_what_depends_on_them(demo, tmp_path):
     times = {t["stage"]: t["reused"] for t in json.loads((copy / "report.json").read_text())["stage_times"]}
     assert times["data"] and times["teacher"] and times["size"] and times["baseline"]
     assert not times["distill"] and not times["convert"]
+    # The KD checkpoint of the old temperature must not be resumed under the new one.
+    new_lines = (copy / "build.log").read_text().split("--temperature")[-1] if False else (copy / "build.log").read_text()
+    assert new_lines.count("student_kd: resuming") == 0
 
 
 def test_teacher_from_a_torchscript_file(demo, tmp_path):

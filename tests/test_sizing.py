@@ -18,6 +18,7 @@ def test_macs_are_counted_from_the_layers():
     assert cost.params == sum(p.numel() for p in model.parameters())
     # Largest live input+output pair: the conv (64 in + 256 out int8 bytes).
     assert cost.arena_bytes == 64 + 256
+    assert cost.act_elems == 256 + 4 + 10  # conv, pool and linear outputs
 
 
 @pytest.mark.parametrize("family", STUDENT_FAMILIES.names())
@@ -54,14 +55,16 @@ def test_bad_student_config():
 def test_rate_fit_recovers_known_rates_from_exact_timings():
     from edge_distill.calibrate import ProbePoint, fit_rates
 
-    int8, fp32, per_op = 12.0, 20.0, 5.0  # GMAC/s, GMAC/s, us
+    int8, fp32, per_op, per_elem = 12.0, 20.0, 5.0, 2.0  # GMAC/s, GMAC/s, us, ns
+    shapes = [(10_000, 6, 900), (2_000_000, 8, 20_000), (40_000_000, 9, 90_000), (300_000, 12, 50_000), (80_000, 7, 4_000)]
     points = [
-        ProbePoint(f"p{i}", prec, macs, ops, macs / ((int8 if prec == "int8" else fp32) * 1e9) * 1e3 + ops * per_op / 1e3)
-        for i, (macs, ops) in enumerate([(10_000, 6), (2_000_000, 8), (40_000_000, 9), (300_000, 12)])
+        ProbePoint(f"p{i}", prec, macs, ops, elems,
+                   macs / ((int8 if prec == "int8" else fp32) * 1e9) * 1e3 + ops * per_op / 1e3 + elems * per_elem / 1e6)
+        for i, (macs, ops, elems) in enumerate(shapes)
         for prec in ("int8", "fp32")
     ]
     got = fit_rates(points)
-    assert got == pytest.approx((int8, fp32, per_op), rel=1e-6)
+    assert got == pytest.approx((int8, fp32, per_op, per_elem), rel=1e-6)
 
 
 def test_smaller_device_gets_a_smaller_or_equal_student():

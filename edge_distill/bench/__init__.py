@@ -19,14 +19,25 @@ from pathlib import Path
 from ..console import get_console
 from ..errors import BenchError, ConfigError
 from .result import BenchResult, BenchSuite
-from .runners import RUNNERS, AgentOptions, LocalRunner, Runner, parse_agent_output
+from .runners import RUNNERS, AgentOptions, LocalRunner, Runner, make_runner, parse_agent_output
+from . import adb, qemu, ssh  # noqa: F401  (registers the adb, qemu-arm64 and ssh runners)
+from .fidelity import FidelityResult, cross_runtime_fidelity
 
 __all__ = ["BenchResult", "BenchSuite", "bench_model", "runner_names", "describe_host", "RUNNERS", "Runner",
-           "LocalRunner", "AgentOptions", "parse_agent_output", "agent_path"]
+           "LocalRunner", "AgentOptions", "parse_agent_output", "agent_path", "make_runner", "setup_runner",
+           "FidelityResult", "cross_runtime_fidelity"]
 
 
 def runner_names() -> list[str]:
     return RUNNERS.names()
+
+
+def setup_runner(name: str, **kwargs):
+    """Prepare a runner that needs a one-time setup (``qemu-arm64``: the arm64 root); see qemu.py."""
+    if name not in qemu.SETUPS:
+        raise ConfigError(f"Runner {name!r} has no setup step.",
+                          f"Runners with one: {', '.join(sorted(qemu.SETUPS))}; ssh and adb need only a reachable device.")
+    return qemu.SETUPS[name](**kwargs)
 
 
 def describe_host() -> str:
@@ -65,7 +76,6 @@ def bench_model(model_path: Path, threads: int, warmup: int = 20, runs: int = 20
     inputs are quantized by the agent) and ``y`` (integer labels).  ``eval_limit`` caps how many of its
     samples are scored (0 = all).  Raises ``BenchError`` with the agent's own message on any failure.
     """
-    runner_cls = RUNNERS.get(runner)  # unknown names → ConfigError listing the known runners
     model_path = Path(model_path)
     _check_int("threads", threads, 1)
     _check_int("warmup", warmup, 0)
@@ -81,11 +91,12 @@ def bench_model(model_path: Path, threads: int, warmup: int = 20, runs: int = 20
             raise BenchError(f"Evaluation data not found: {eval_npz}",
                              "Pass a .npz with x (model input layout) and y (integer labels).")
 
+    # Unknown names → ConfigError listing the known runners; a runner that cannot work here → BenchError.
+    impl = make_runner(runner)
     console = get_console()
     what = f"{runs} runs, {threads} thread{'s' if threads != 1 else ''}, runner {runner}"
     console.stage("bench", f"{model_path.name}: {what}" + (f", scoring {eval_npz.name}" if eval_npz else ""))
     options = AgentOptions(threads=threads, warmup=warmup, runs=runs, eval_limit=eval_limit)
-    impl = runner_cls()
     with importlib.resources.as_file(agent_path()) as agent:
         data = impl.run_agent(agent, model_path.resolve(), options, eval_npz.resolve() if eval_npz else None,
                               timeout_s)

@@ -1,10 +1,13 @@
 """Runners: how the device agent (``export/agent.py``) gets executed, and where.
 
 A runner takes the agent script, a model and the agent's options, runs the agent somewhere (this
-machine, an emulator, a board over ssh, a phone over adb), and returns the agent's JSON object.  Only
-``local`` exists now; ``qemu-arm64``, ``ssh`` and ``adb`` are meant to be further ``Runner`` subclasses
-registered in ``RUNNERS`` — they copy the files over, run the same agent, and say honestly in
-``where()`` what the numbers mean there.
+machine, an emulator, a board over ssh, a phone over adb), and returns the agent's JSON object.
+``local`` lives here; ``qemu-arm64`` (qemu.py), ``ssh`` (ssh.py) and ``adb`` (adb.py) are further
+``Runner`` subclasses registered in ``RUNNERS``: they copy the files over, run the same agent, and say
+honestly in ``where()`` what the numbers mean there.
+
+A runner is named by a *spec*: a registered name (``local``, ``qemu-arm64``, ``adb``) or a URL whose
+scheme is one (``ssh://user@host:port``).  ``make_runner(spec)`` turns it into a ready ``Runner``.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import BenchError
+from ..errors import BenchError, ConfigError
 from ..registry import Registry
 
 
@@ -30,16 +33,30 @@ class AgentOptions:
     warmup: int
     runs: int
     eval_limit: int = 0  # --batch-limit: evaluate at most this many --npz samples (0 = all)
+    predictions: bool = False  # --predictions: also return every scored sample's top-1 class
 
     def argv(self) -> list[str]:
-        return ["--threads", str(self.threads), "--warmup", str(self.warmup), "--runs", str(self.runs),
+        argv = ["--threads", str(self.threads), "--warmup", str(self.warmup), "--runs", str(self.runs),
                 "--batch-limit", str(self.eval_limit)]
+        return argv + ["--predictions"] if self.predictions else argv
 
 
 class Runner(ABC):
     """Runs the agent once and returns its JSON object; raises ``BenchError`` with the agent's message."""
 
     name: str = ""
+    spec: str = ""  # what the user wrote (e.g. ``ssh://pi@board:22``); results record it as their runner
+
+    @classmethod
+    def from_spec(cls, spec: str) -> "Runner":
+        """Build the runner from its spec; raise ``ConfigError``/``BenchError`` if it cannot work here.
+
+        Runners without parameters accept only their bare name."""
+        if spec != cls.name:
+            raise ConfigError(f"Runner {spec!r} takes no parameters.", f"Use --runner {cls.name}.")
+        runner = cls()
+        runner.spec = spec
+        return runner
 
     @abstractmethod
     def run_agent(self, agent: Path, model: Path, options: AgentOptions, eval_npz: Path | None,
@@ -51,6 +68,29 @@ class Runner(ABC):
 
 
 RUNNERS: Registry[type[Runner]] = Registry("bench runner")
+
+
+def make_runner(spec: str) -> Runner:
+    """``local`` / ``qemu-arm64`` / ``adb`` / ``ssh://user@host[:port]`` → a ready runner.
+
+    Unknown names raise ``ConfigError`` listing the known ones; a known runner that cannot work on this
+    machine (no emulator root, no ``adb``) raises ``BenchError`` saying what to install or set up."""
+    if not isinstance(spec, str) or not spec:
+        raise ConfigError(f"Runner spec {spec!r} is invalid.", "Use local, qemu-arm64, adb or ssh://user@host[:port].")
+    name = spec.split("://", 1)[0] if "://" in spec else spec
+    return RUNNERS.get(name).from_spec(spec)
+
+
+def run_command(cmd: list[str], label: str, timeout_s: float, what: str, **kwargs: Any) -> subprocess.CompletedProcess:
+    """Run one helper command (ssh, scp, adb, qemu) with a timeout; a timeout becomes a ``BenchError``."""
+    try:
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, stdin=subprocess.DEVNULL, **kwargs)
+    except subprocess.TimeoutExpired:
+        raise BenchError(f"{what} for {label} did not finish within {timeout_s:g} s and was stopped.",
+                         "Use fewer --runs / a smaller --npz, or check that the device is reachable.") from None
+    except FileNotFoundError as exc:
+        raise BenchError(f"{what} for {label} failed: {cmd[0]!r} is not installed ({exc.strerror}).",
+                         "Install it, or use --runner local.") from None
 
 
 def parse_agent_output(label: str, returncode: int, stdout: str, stderr: str) -> dict[str, Any]:
@@ -91,11 +131,7 @@ class LocalRunner(Runner):
         cmd = [sys.executable, str(agent), str(model), *options.argv()]
         if eval_npz is not None:
             cmd += ["--npz", str(eval_npz)]
-        try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, stdin=subprocess.DEVNULL)
-        except subprocess.TimeoutExpired:
-            raise BenchError(f"Benchmark of {model.name} did not finish within {timeout_s:g} s and was stopped.",
-                             "Use fewer --runs / a smaller --npz, or raise the timeout.") from None
+        proc = run_command(cmd, model.name, timeout_s, "Benchmark")
         return parse_agent_output(model.name, proc.returncode, proc.stdout, proc.stderr)
 
     def where(self, facts: dict[str, Any]) -> str:

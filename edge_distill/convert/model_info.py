@@ -21,20 +21,60 @@ def _names(dtypes: Iterable[str]) -> str:
     return "/".join(sorted(set(dtypes))) or "none"
 
 
-def describe_precision(weights: set[str], activations: set[str], input_dtype: str, output_dtype: str) -> str:
-    """One honest sentence about the numeric types a model computes in."""
+INTEGER_IO = {"int8", "uint8", "int16"}
+QUANTIZED = {"int8", "uint8", "int16"}
+FLOATS = {"float32", "float16"}
+
+
+def _biases(weights: set[str]) -> str:
+    wide = sorted(weights & {"int32", "int64"})
+    return f" ({'/'.join(wide)} biases)" if wide else ""
+
+
+def describe_precision(
+    weights: set[str],
+    activations: set[str],
+    input_dtype: str,
+    output_dtype: str,
+    float_ops: int | None = None,
+    total_ops: int | None = None,
+) -> str:
+    """One honest sentence about the numeric types a model computes in.
+
+    ``float_ops``/``total_ops`` (ops whose output is float, not counting DEQUANTIZE) let a partly quantized
+    model say how much of it is still float.
+    """
     io = f"{input_dtype} input and output" if input_dtype == output_dtype else f"{input_dtype} input, {output_dtype} output"
     everything = weights | activations | {input_dtype, output_dtype}
+    # int32/int64 tensors in a float graph are shape/index constants, not quantized data.
     if everything <= {"float32", "int32", "int64"} and "float32" in everything:
-        # int32/int64 tensors in a float graph are shape/index constants, not quantized data.
         return "float32 throughout"
-    if not ({"float32", "float16"} & everything):
-        w = "int8" if "int8" in weights else _names(weights)
-        a = "int8" if "int8" in activations else _names(activations)
-        extra = " (int32 biases)" if "int32" in weights else ""
-        full = " (full integer)" if input_dtype == output_dtype == "int8" else ""
-        return f"{w} weights and {a} activations{extra}; {io}{full}"
-    return f"mixed precision: weights {_names(weights)}, activations {_names(activations)}; {io}"
+    quant_acts = activations & QUANTIZED
+    if "float16" in weights and not quant_acts and not weights & QUANTIZED:
+        return f"float16 weights (expanded to float32 at load), float32 activations; {io}"
+    if weights & QUANTIZED and not quant_acts and activations & FLOATS:
+        return (
+            f"{_names(weights & QUANTIZED)} weights, float32 activations (dynamic range: kernels may quantize "
+            f"activations on the fly){_biases(weights)}; {io}"
+        )
+    if not FLOATS & everything:
+        w = _names(weights & QUANTIZED) if weights & QUANTIZED else _names(weights)
+        a = _names(quant_acts) if quant_acts else _names(activations)
+        full = " (full integer)" if {input_dtype, output_dtype} <= INTEGER_IO else ""
+        return f"{w} weights and {a} activations{_biases(weights)}; {io}{full}"
+    share = f"{float_ops} of {total_ops} ops compute in float; " if float_ops is not None and total_ops else ""
+    return f"mixed precision: {share}weights {_names(weights)}, activations {_names(activations)}; {io}"
+
+
+def describe_qdq(weights: set[str], activations: set[str], input_dtype: str, output_dtype: str) -> str:
+    """An ONNX QDQ graph stores float tensors between QuantizeLinear/DequantizeLinear pairs; ONNX Runtime
+    fuses each pattern into an integer kernel where it has one, so the integer types are those of the pairs."""
+    io = f"{input_dtype} input and output" if input_dtype == output_dtype else f"{input_dtype} input, {output_dtype} output"
+    return (
+        f"QDQ: {_names(weights & QUANTIZED) or _names(weights)} weights{_biases(weights)} and "
+        f"{_names(activations) or 'no'} activations between QuantizeLinear/DequantizeLinear pairs "
+        f"(ONNX Runtime runs them with integer kernels where it has one); {io}"
+    )
 
 
 def _layout(model_shape: tuple[int, ...], chw: tuple[int, ...] | None) -> str:
@@ -47,7 +87,7 @@ def _layout(model_shape: tuple[int, ...], chw: tuple[int, ...] | None) -> str:
     return f"rank-{len(model_shape)}"
 
 
-def _tflite_info(path: Path) -> tuple[tuple[int, ...], str, str, set[str], set[str]]:
+def _tflite_info(path: Path) -> tuple[tuple[int, ...], str, str, set[str], set[str], int | None, int | None]:
     interpreter = tflite_interpreter(path, threads=1)
     inp = interpreter.get_input_details()[0]
     out = interpreter.get_output_details()[0]
@@ -61,13 +101,18 @@ def _tflite_info(path: Path) -> tuple[tuple[int, ...], str, str, set[str], set[s
         consumed = {i for op in ops for i in op["inputs"] if i >= 0}
         activations = {dtype_of[i] for i in produced if i in dtype_of}
         weights = {dtype_of[i] for i in consumed - produced - graph_inputs if i in dtype_of}
+        # DEQUANTIZE only converts (fp16 weights, or int8 back to float); it is not a layer computing in float.
+        compute = [op for op in ops if op["op_name"] != "DEQUANTIZE"]
+        float_ops = sum(1 for op in compute if any(dtype_of.get(i) in FLOATS for i in op["outputs"] if i >= 0))
+        total_ops = len(compute)
     else:
         activations = weights = set(dtype_of.values())
+        float_ops = total_ops = None
     shape = tuple(int(d) for d in inp["shape"])
-    return shape, np.dtype(inp["dtype"]).name, np.dtype(out["dtype"]).name, weights, activations
+    return shape, np.dtype(inp["dtype"]).name, np.dtype(out["dtype"]).name, weights, activations, float_ops, total_ops
 
 
-def _onnx_info(path: Path) -> tuple[tuple[int, ...], str, str, set[str], set[str]]:
+def _onnx_info(path: Path) -> tuple[tuple[int, ...], str, str, set[str], set[str], bool]:
     import onnx
     from onnx import helper, shape_inference
 
@@ -97,7 +142,14 @@ def _onnx_info(path: Path) -> tuple[tuple[int, ...], str, str, set[str], set[str
     }
     activations = {np_name(v.type.tensor_type.elem_type) for v in list(graph.value_info) + list(graph.output)}
     out_dtype = np_name(graph.output[0].type.tensor_type.elem_type)
-    return shape, np_name(in_type.elem_type), out_dtype, weights, activations
+    qdq = any(node.op_type == "QuantizeLinear" for node in graph.node)
+    if qdq:
+        # Weights are what DequantizeLinear reads from initializers; activation types are the zero points of
+        # the QuantizeLinear nodes (their output type).
+        dtype_of = {t.name: np_name(t.data_type) for t in graph.initializer}
+        weights = {dtype_of[n.input[0]] for n in graph.node if n.op_type == "DequantizeLinear" and n.input[0] in dtype_of}
+        activations = {dtype_of[n.input[2]] for n in graph.node if n.op_type == "QuantizeLinear" and len(n.input) > 2 and n.input[2] in dtype_of}
+    return shape, np_name(in_type.elem_type), out_dtype, weights, activations, qdq
 
 
 def model_file_info(run: RunDir, variant: str, path: Path, input_chw: tuple[int, ...] | None = None) -> ModelFile:
@@ -105,9 +157,11 @@ def model_file_info(run: RunDir, variant: str, path: Path, input_chw: tuple[int,
     shape without batch, used to tell NCHW from NHWC."""
     path = Path(path)
     if path.suffix == ".onnx":
-        shape, in_dtype, out_dtype, weights, activations = _onnx_info(path)
+        shape, in_dtype, out_dtype, weights, activations, qdq = _onnx_info(path)
+        description = (describe_qdq if qdq else describe_precision)(weights, activations, in_dtype, out_dtype)
     else:
-        shape, in_dtype, out_dtype, weights, activations = _tflite_info(path)
+        shape, in_dtype, out_dtype, weights, activations, float_ops, total_ops = _tflite_info(path)
+        description = describe_precision(weights, activations, in_dtype, out_dtype, float_ops, total_ops)
     return ModelFile(
         variant=variant,
         path=run.relative(path),
@@ -116,5 +170,5 @@ def model_file_info(run: RunDir, variant: str, path: Path, input_chw: tuple[int,
         input_shape=shape,
         input_dtype=in_dtype,
         output_dtype=out_dtype,
-        integer_description=describe_precision(weights, activations, in_dtype, out_dtype),
+        integer_description=description,
     )

@@ -8,8 +8,22 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-VARIANTS = ("onnx_fp32", "tflite_fp32", "tflite_int8")
+# Every file the convert stage can write.  The name says what the file is, never what we hoped it would be:
+# "tflite_int8" is always full-integer int8 (activations and I/O included); a model with float layers left in
+# it is "tflite_mixed", one with int16 activations "tflite_int16x8".
+VARIANTS = (
+    "onnx_fp32",  # the verified ONNX export (NCHW, float32)
+    "tflite_fp32",  # onnx2tf's float graph (NHWC)
+    "tflite_fp16",  # float16 weights, float32 compute
+    "tflite_dynamic",  # dynamic-range: int8 weights, float activations
+    "tflite_int8",  # full integer: int8 weights, activations, input and output
+    "tflite_int16x8",  # int8 weights, int16 activations, int16 input and output
+    "tflite_mixed",  # full INT8 except the worst layers, kept in float (quality-gate escalation only)
+    "onnx_int8_qdq",  # ONNX Runtime static INT8 (QDQ, per-channel): the peer a user would pick instead
+)
 HOPS = ("torch->onnx", "onnx->tflite_fp32", "tflite_fp32->tflite_int8")
+# Variants that may ship as "the INT8 model" when they pass the quality gate, in escalation order.
+DEPLOYABLE = ("tflite_int8", "tflite_int16x8", "tflite_mixed")
 
 
 @dataclass(frozen=True)
@@ -61,9 +75,92 @@ class HopCheck:
 
 
 @dataclass(frozen=True)
+class CalibrationInfo:
+    """What the INT8 calibration set was, as checked against the model's input (see ``calibration.py``)."""
+
+    count: int
+    classes: int | None  # distinct labels among the samples; None when no labels were given
+    per_class_min: int | None
+    per_class_max: int | None
+    layout: str  # the layout the samples were fed in, e.g. "NHWC"
+    dtype: str
+    value_min: float
+    value_max: float
+    mean: float
+    std: float
+    expected: str  # the contract they were checked against, in words
+
+
+@dataclass(frozen=True)
+class QuantAttempt:
+    """One try at a quantized model that meets the quality gate; the report lists every one of them.
+
+    ``drop_points`` is measured on the held-out *validation* split (never the test split, which the verify
+    stage keeps for the final, unbiased ledger).
+    """
+
+    step: int
+    strategy: str  # "baseline" | "more_calibration" | "per_tensor" | "int16_activations" | "float_fallback"
+    variant: str  # the file variant this attempt would be published as
+    settings: str  # what was tried, in words
+    accuracy: float | None  # None when the attempt could not be built or run
+    agreement: float | None  # top-1 agreement with the fp32 student on the same samples
+    drop_points: float | None  # accuracy points lost against the fp32 student
+    passed: bool
+    bytes: int | None
+    seconds: float
+    error: str = ""  # why the attempt could not be built or run
+    published: bool = False  # this attempt's file is the one written under ``variant``
+
+
+@dataclass(frozen=True)
+class QualityGate:
+    """How ``convert_student`` decided which quantized model may ship."""
+
+    max_drop_points: float
+    criterion: str  # "accuracy" (labels given) or "agreement" (no labels: 100 x disagreement bounds the loss)
+    n_samples: int
+    reference_accuracy: float | None  # the fp32 student on the same samples (None without labels)
+    deploy_variant: str | None  # the first attempt that passed; None when nothing did
+
+
+@dataclass(frozen=True)
+class LayerError:
+    """Quantization error of one layer of the full-INT8 model, measured in isolation.
+
+    The float op is run on the same (dequantized) input as the quantized op, so each row is the error that
+    layer adds by itself (TensorFlow's QuantizationDebugger, ``NumericVerify`` ops).
+    ``channel_nsr`` (median over output channels of RMS error / RMS signal) catches an activation whose range is
+    stretched by a few huge outliers: the other channels round to zero although ``rmse_over_scale`` (the error
+    in quantization steps) looks normal.
+    """
+
+    rank: int
+    op: str  # TFLite op, e.g. CONV_2D
+    tensor: str  # the op's output tensor, shortened for reading
+    # None where the op's output had no signal on any sample (nothing to compare the error with).
+    channel_nsr: float | None
+    nsr: float | None  # RMS error / RMS signal over the whole tensor
+    rmse_over_scale: float | None
+    max_abs_error: float | None
+    scale: float | None  # the int8 scale of the op's output
+
+
+@dataclass(frozen=True)
 class ConvertResult:
     files: tuple[ModelFile, ...]
     checks: tuple[HopCheck, ...]
+    gate: QualityGate | None = None
+    attempts: tuple[QuantAttempt, ...] = ()
+    layer_errors: tuple[LayerError, ...] = ()  # worst first
+    layer_error_note: str = ""  # what the per-layer analysis ran on, or why it could not run
+    calibration: CalibrationInfo | None = None
+    notes: tuple[str, ...] = ()  # optional variants that could not be built, and why
+
+    @property
+    def deploy_variant(self) -> str | None:
+        """The quantized file that passed the quality gate during conversion, or None."""
+        return self.gate.deploy_variant if self.gate is not None else None
 
     def file(self, variant: str) -> ModelFile:
         for model_file in self.files:

@@ -7,6 +7,7 @@ numbers.  A missing or corrupt file raises ``ConversionError`` instead of a runt
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -40,11 +41,16 @@ def _unreadable(path: Path, kind: str, exc: BaseException) -> ConversionError:
 
 
 # ---- ONNX ------------------------------------------------------------------------------------------
-def onnx_session(path: Path, threads: int = 2) -> Any:
+def onnx_session(path: Path, threads: int = 2, graph_optimizations: bool = True) -> Any:
+    """``graph_optimizations=False`` runs a QDQ graph op by op in float (quantization simulated), instead of
+    the fused integer kernels ONNX Runtime normally substitutes: it separates quantization error from kernel
+    effects such as int8 overflow."""
     import onnxruntime as ort
 
     path = _require_file(path, "ONNX")
     options = ort.SessionOptions()
+    if not graph_optimizations:
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     options.intra_op_num_threads = _check_threads(threads)
     options.inter_op_num_threads = 1  # one sample at a time: no independent branches worth a second pool
     options.log_severity_level = 3  # errors only; ORT warns about unused initializers etc.
@@ -54,9 +60,14 @@ def onnx_session(path: Path, threads: int = 2) -> Any:
         raise _unreadable(path, "ONNX", exc) from None
 
 
-def run_onnx(path: Path, x_nchw: np.ndarray, threads: int = 2) -> np.ndarray:
-    """Logits (N, classes) as float32 for NCHW float32 ``x_nchw``; loops batch-1 like the exported graph."""
-    session = onnx_session(path, threads)
+def run_onnx(
+    path: Path, x_nchw: np.ndarray, threads: int = 2, latencies: list[float] | None = None, graph_optimizations: bool = True
+) -> np.ndarray:
+    """Logits (N, classes) as float32 for NCHW float32 ``x_nchw``; loops batch-1 like the exported graph.
+
+    With ``latencies``, the wall time of every ``run`` call (seconds) is appended to it.
+    """
+    session = onnx_session(path, threads, graph_optimizations)
     model_input = session.get_inputs()[0]
     x = np.asarray(x_nchw)
     if model_input.type == "tensor(float)":
@@ -66,7 +77,13 @@ def run_onnx(path: Path, x_nchw: np.ndarray, threads: int = 2) -> np.ndarray:
         raise ConversionError(
             f"Input of shape {tuple(x.shape)} does not match the ONNX model {path} (expects (N, {', '.join(map(str, expected))}))."
         )
-    outputs = [session.run(None, {model_input.name: x[i : i + 1]})[0] for i in range(len(x))]
+    outputs = []
+    for i in range(len(x)):
+        feed = {model_input.name: x[i : i + 1]}
+        t0 = time.perf_counter()
+        outputs.append(session.run(None, feed)[0])
+        if latencies is not None:
+            latencies.append(time.perf_counter() - t0)
     return np.concatenate(outputs, axis=0).astype(np.float32, copy=False).reshape(len(x), -1)
 
 
@@ -128,8 +145,11 @@ def dequantize(q: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
     return ((q.astype(np.float32) - zero_point) * scale).astype(np.float32)
 
 
-def run_tflite(path: Path, x_nchw: np.ndarray, threads: int = 2) -> np.ndarray:
-    """Logits (N, classes) as float32 for NCHW float32 ``x_nchw``, whatever the model's layout and dtypes."""
+def run_tflite(path: Path, x_nchw: np.ndarray, threads: int = 2, latencies: list[float] | None = None) -> np.ndarray:
+    """Logits (N, classes) as float32 for NCHW float32 ``x_nchw``, whatever the model's layout and dtypes.
+
+    With ``latencies``, the wall time of every ``invoke`` (seconds) is appended to it.
+    """
     interpreter = tflite_interpreter(path, threads)
     inp = interpreter.get_input_details()[0]
     out = interpreter.get_output_details()[0]
@@ -139,7 +159,8 @@ def run_tflite(path: Path, x_nchw: np.ndarray, threads: int = 2) -> np.ndarray:
     out_dtype = np.dtype(out["dtype"])
     out_scale, out_zero = out["quantization"]
 
-    if in_dtype in (np.int8, np.uint8) and np.issubdtype(x.dtype, np.floating):
+    # int16 inputs belong to the 16x8 variant (int16 activations); its input is quantized like an int8 one.
+    if in_dtype in (np.int8, np.uint8, np.int16) and np.issubdtype(x.dtype, np.floating):
         if in_scale == 0:
             raise ConversionError(f"TFLite model {path} has a {in_dtype} input without quantization parameters.")
         x = quantize(x, in_dtype, in_scale, in_zero)
@@ -149,7 +170,10 @@ def run_tflite(path: Path, x_nchw: np.ndarray, threads: int = 2) -> np.ndarray:
     results = np.empty((len(x), int(np.prod(out["shape"][1:]))), dtype=np.float32)
     for i in range(len(x)):
         interpreter.set_tensor(inp["index"], x[i : i + 1])
+        t0 = time.perf_counter()
         interpreter.invoke()
+        if latencies is not None:
+            latencies.append(time.perf_counter() - t0)
         y = interpreter.get_tensor(out["index"]).reshape(-1)
         if out_dtype in (np.int8, np.uint8, np.int16) and out_scale != 0:
             y = dequantize(y, out_scale, out_zero)

@@ -1,10 +1,10 @@
-"""ONNX → TFLite: onnx2tf for the float graph and its SavedModel, TensorFlow's converter for full INT8.
+"""ONNX → TFLite with onnx2tf: the float graph, its SavedModel, and nothing quantized.
 
 Why two tools: onnx2tf turns an NCHW ONNX graph into an idiomatic NHWC TensorFlow graph (something the
 TF converter cannot do from ONNX), but its own INT8 path calibrates on sample images it downloads when
 no data is given, and casts every input to float32.  So onnx2tf only produces the SavedModel and the
-float32 .tflite; the INT8 model comes from ``TFLiteConverter.from_saved_model`` calibrated on the
-build's own calibration split.
+float32 (and float16) .tflite; every quantized model comes from TensorFlow's converter on that SavedModel,
+calibrated on the build's own calibration split (``tflite_quant.py``).
 
 TensorFlow and onnx2tf are imported inside the functions: importing them takes seconds, and the CLI
 must start instantly.
@@ -110,39 +110,3 @@ def onnx_to_tflite_fp32(onnx_path: Path, work_dir: Path, samples_nhwc: np.ndarra
     if not fp32.is_file() or not (out_dir / "saved_model.pb").is_file():
         raise ConversionError(f"onnx2tf finished without writing {fp32.name} and a SavedModel in {out_dir}.")
     return out_dir, fp32
-
-
-def quantize_int8(saved_model_dir: Path, calib: np.ndarray, out_path: Path) -> Path:
-    """Full-integer INT8 TFLite (int8 weights, activations, input and output) calibrated on ``calib``.
-
-    ``calib`` must already be in the SavedModel's input layout (NHWC for images), one sample per row.
-    """
-    quiet_tensorflow_env()
-    import tensorflow as tf
-
-    quiet_tensorflow_loggers()
-    calib = np.ascontiguousarray(calib)
-
-    def representative_dataset() -> Iterator[list[np.ndarray]]:
-        # The graph has a static batch of 1, so calibration feeds one sample at a time.
-        for i in range(len(calib)):
-            yield [calib[i : i + 1]]
-
-    try:
-        converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_model_dir))
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        converter.representative_dataset = representative_dataset
-        # BUILTINS_INT8 only: conversion fails rather than silently keeping a float op in the graph.
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        converter.inference_input_type = tf.int8
-        converter.inference_output_type = tf.int8
-        flatbuffer = converter.convert()
-    except Exception as exc:
-        first = (str(exc).strip().splitlines() or [""])[0]
-        raise ConversionError(
-            f"Full-integer INT8 conversion failed: {type(exc).__name__}: {first}",
-            "An operation of the student has no INT8 kernel in TFLite; choose another student family "
-            "or rerun with --debug for the converter's log.",
-        ) from exc
-    out_path.write_bytes(flatbuffer)
-    return out_path

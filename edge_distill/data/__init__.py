@@ -10,6 +10,7 @@ from ..errors import DataError
 from .builtin import DATASETS
 from .spec import DataSpec, Splits
 from .splits import balanced_subset, stratified_split
+from .user import is_user_data, load_user_data
 
 SPLIT_FRACTIONS = {"train": 0.7, "val": 0.1, "test": 0.2}
 
@@ -25,11 +26,23 @@ class DataResult:
 
 
 def prepare(name: str, seed: int, calib_count: int) -> tuple[DataSpec, Splits]:
-    """Load a dataset, split it, normalize with training-split statistics, pick calibration samples."""
-    images, labels, class_names, pixel_scale, source = DATASETS.get(name)()
-    check_raw(images, labels, len(class_names), name)
-    idx = stratified_split(labels, SPLIT_FRACTIONS, seed)
-    scaled = images / np.float32(pixel_scale)
+    """Load a dataset, split it, normalize with training-split statistics, pick calibration samples.
+
+    A dataset with an official test set keeps it as the test split and carves validation out of its
+    training set; otherwise a seeded stratified split makes all three.
+    """
+    raw = load_user_data(name) if is_user_data(name) else DATASETS.get(name)()
+    check_raw(raw.images, raw.labels, len(raw.class_names), name)
+    if raw.test_images is not None:
+        check_raw(raw.test_images, raw.test_labels, len(raw.class_names), f"{name} (test set)")
+        idx = stratified_split(raw.labels, {"train": 0.9, "val": 0.1}, seed)
+        images = np.concatenate([raw.images, raw.test_images])
+        labels = np.concatenate([raw.labels, raw.test_labels])
+        idx["test"] = np.arange(len(raw.labels), len(labels))
+    else:
+        idx = stratified_split(raw.labels, SPLIT_FRACTIONS, seed)
+        images, labels = raw.images, raw.labels
+    scaled = images / np.float32(raw.pixel_scale)
     mean = float(scaled[idx["train"]].mean())
     std = float(scaled[idx["train"]].std())
     x = ((scaled - mean) / std).astype(np.float32)
@@ -38,12 +51,12 @@ def prepare(name: str, seed: int, calib_count: int) -> tuple[DataSpec, Splits]:
         name=name,
         task="vision",
         input_shape=tuple(int(d) for d in images.shape[1:]),  # type: ignore[arg-type]
-        num_classes=len(class_names),
-        class_names=class_names,
-        pixel_scale=pixel_scale,
+        num_classes=len(raw.class_names),
+        class_names=raw.class_names,
+        pixel_scale=raw.pixel_scale,
         mean=mean,
         std=std,
-        source=source,
+        source=raw.source,
     )
     splits = Splits(
         x_train=x[idx["train"]], y_train=labels[idx["train"]],

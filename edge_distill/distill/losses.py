@@ -3,6 +3,8 @@
 Registered names:
 - ``ce``: hard labels only — the no-KD baseline, and how the built-in teacher is trained.
 - ``logit``: Hinton et al.'s soft targets, ``α·CE(y, p_s) + (1−α)·T²·KL(p_t^T ‖ p_s^T)``.
+- ``fitnet``: logit KD + β·FitNets hint (learned 1x1 projection of the student's last feature map).
+- ``attention``: logit KD + β·attention transfer on the last feature maps.
 """
 
 from __future__ import annotations
@@ -12,9 +14,11 @@ from typing import Callable
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from ..errors import ConfigError
 from ..registry import Registry
+from .features import HintProjection, attention_loss, hint_loss
 
 
 @dataclass(frozen=True)
@@ -22,30 +26,76 @@ class KDConfig:
     loss: str = "logit"
     temperature: float = 4.0
     alpha: float = 0.5  # weight of the hard-label term
+    beta: float = 1.0  # weight of the feature term (fitnet, attention)
 
     def __post_init__(self) -> None:
         if self.temperature <= 0:
             raise ConfigError(f"KD temperature must be > 0, got {self.temperature}.", "Typical values are 2-8.")
         if not 0.0 <= self.alpha <= 1.0:
             raise ConfigError(f"KD alpha must be within [0, 1], got {self.alpha}.", "alpha weights the hard-label term; 0.5 is typical.")
+        if self.beta < 0:
+            raise ConfigError(f"KD beta must be ≥ 0, got {self.beta}.", "beta weights the feature term; 1.0 is typical.")
 
 
-LossFn = Callable[[torch.Tensor, torch.Tensor, "torch.Tensor | None", KDConfig], dict[str, torch.Tensor]]
-LOSSES: Registry[LossFn] = Registry("KD loss")
+@dataclass
+class KDBatch:
+    """What one training step hands the loss."""
+
+    student: torch.Tensor  # student logits
+    target: torch.Tensor  # hard labels
+    teacher: torch.Tensor | None = None  # teacher logits on the same view
+    student_map: torch.Tensor | None = None  # last feature maps, for feature losses
+    teacher_map: torch.Tensor | None = None
 
 
-@LOSSES.register("ce")
-def hard_label_loss(student: torch.Tensor, target: torch.Tensor, teacher: torch.Tensor | None, cfg: KDConfig) -> dict[str, torch.Tensor]:
-    ce = F.cross_entropy(student, target)
+@dataclass(frozen=True)
+class Loss:
+    fn: Callable[[KDBatch, KDConfig, "nn.Module | None"], dict[str, torch.Tensor]]
+    needs_teacher: bool = False
+    needs_features: bool = False
+    # Builds the loss's own trainable parts (e.g. a projection) from (student channels, teacher channels).
+    make_module: Callable[[int, int], nn.Module] | None = None
+
+
+LOSSES: Registry[Loss] = Registry("KD loss")
+
+
+def _ce(batch: KDBatch, cfg: KDConfig, module: nn.Module | None) -> dict[str, torch.Tensor]:
+    ce = F.cross_entropy(batch.student, batch.target)
     return {"loss": ce, "ce": ce}
 
 
-@LOSSES.register("logit")
-def logit_kd_loss(student: torch.Tensor, target: torch.Tensor, teacher: torch.Tensor | None, cfg: KDConfig) -> dict[str, torch.Tensor]:
-    if teacher is None:
-        raise ConfigError("The 'logit' KD loss needs teacher logits.", "Pass a teacher, or use the 'ce' loss.")
+def _logit(batch: KDBatch, cfg: KDConfig, module: nn.Module | None) -> dict[str, torch.Tensor]:
+    if batch.teacher is None:
+        raise ConfigError("The KD losses need teacher logits.", "Pass a teacher, or use the 'ce' loss.")
     t = cfg.temperature
-    ce = F.cross_entropy(student, target)
-    kd = F.kl_div(F.log_softmax(student / t, dim=1), F.log_softmax(teacher / t, dim=1), reduction="batchmean", log_target=True)
+    ce = F.cross_entropy(batch.student, batch.target)
+    kd = F.kl_div(F.log_softmax(batch.student / t, dim=1), F.log_softmax(batch.teacher / t, dim=1), reduction="batchmean", log_target=True)
     kd = kd * t**2  # keeps the KD gradient scale independent of T (Hinton et al. 2015)
     return {"loss": cfg.alpha * ce + (1 - cfg.alpha) * kd, "ce": ce, "kd": kd}
+
+
+def _with_feature_term(feature: Callable[[KDBatch, nn.Module | None], torch.Tensor]):
+    def fn(batch: KDBatch, cfg: KDConfig, module: nn.Module | None) -> dict[str, torch.Tensor]:
+        if batch.student_map is None or batch.teacher_map is None:
+            raise ConfigError("Feature distillation needs the feature maps of student and teacher.", "Use --kd-loss logit.")
+        parts = _logit(batch, cfg, module)
+        feat = feature(batch, module)
+        parts["feat"] = feat
+        parts["loss"] = parts["loss"] + cfg.beta * feat
+        return parts
+
+    return fn
+
+
+LOSSES.register("ce")(Loss(_ce))
+LOSSES.register("logit")(Loss(_logit, needs_teacher=True))
+LOSSES.register("fitnet")(
+    Loss(
+        _with_feature_term(lambda b, m: hint_loss(b.student_map, b.teacher_map, m)),
+        needs_teacher=True, needs_features=True, make_module=HintProjection,
+    )
+)
+LOSSES.register("attention")(
+    Loss(_with_feature_term(lambda b, m: attention_loss(b.student_map, b.teacher_map)), needs_teacher=True, needs_features=True)
+)

@@ -3,6 +3,12 @@
 Resumable: after every epoch the full state (weights, optimizer, scheduler, best-so-far, history) is
 saved atomically, so a killed build restarts from the last finished epoch.  Shuffling and dropout are
 seeded per epoch, which makes a resumed run take the same steps as an uninterrupted one.
+
+Distributed: inside an initialized process group (see ``ddp``) the same loop runs on every rank with the
+model wrapped in DistributedDataParallel.  Every rank draws the same seeded permutation and takes its
+share of each global batch, so the optimizer steps and the learning-rate schedule match single-process
+training; gradients are averaged by DDP, metrics are all-reduced, and only rank 0 writes checkpoints.
+A checkpoint from either mode resumes in the other, with any number of ranks.
 """
 
 from __future__ import annotations
@@ -19,7 +25,10 @@ from torch import nn
 
 from ..console import get_console
 from ..errors import ConfigError
-from .losses import LOSSES, KDConfig
+from . import ddp
+from .augment import augment
+from .features import capture_features, feature_channels
+from .losses import LOSSES, KDBatch, KDConfig
 
 
 @dataclass(frozen=True)
@@ -29,6 +38,11 @@ class TrainConfig:
     lr: float = 3e-3
     weight_decay: float = 1e-4
     seed: int = 0
+    # Augmentation (random shift by up to augment_shift pixels, optional horizontal flip).  With a teacher,
+    # augmented training needs it online so it sees the same view as the student (Beyer et al. 2022).
+    augment_shift: int = 0
+    augment_flip: bool = False
+    background: float = 0.0  # normalized value of a blank pixel, used to pad shifted images
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
@@ -45,6 +59,7 @@ class EpochLog:
     ce: float
     kd: float
     val_accuracy: float
+    feat: float = 0.0  # the feature-distillation term, for fitnet / attention
 
 
 @dataclass(frozen=True)
@@ -62,8 +77,16 @@ def accuracy(model: nn.Module, x: np.ndarray, y: np.ndarray, batch_size: int = 5
 @torch.no_grad()
 def predict_logits(model: nn.Module, x: np.ndarray, batch_size: int = 512) -> np.ndarray:
     model.eval()
-    outs = [model(torch.from_numpy(x[i : i + batch_size])).numpy() for i in range(0, len(x), batch_size)]
+    dev = _device_of(model)
+    outs = [model(torch.from_numpy(x[i : i + batch_size]).to(dev)).cpu().numpy() for i in range(0, len(x), batch_size)]
+    if not outs:  # an empty shard of a distributed evaluation
+        return np.zeros((0, 0), np.float32)
     return np.concatenate(outs).astype(np.float32)
+
+
+def _device_of(model: nn.Module) -> torch.device:
+    param = next(model.parameters(), None)
+    return param.device if param is not None else torch.device("cpu")
 
 
 def train(
@@ -77,19 +100,55 @@ def train(
     teacher_logits: np.ndarray | None,
     checkpoint: Path,
     desc: str,
+    distributed: bool = False,
+    teacher: nn.Module | None = None,
 ) -> TrainResult:
-    """Train ``model`` in place; on return it holds the weights of the epoch with the best validation accuracy."""
-    loss_fn = LOSSES.get(kd.loss)
+    """Train ``model`` in place; on return it holds the weights of the epoch with the best validation accuracy.
+
+    ``distributed=True`` (the DDP worker) trains on the initialized ``torch.distributed`` world: every rank
+    calls this with the same arguments, with ``model`` already on its device.  It is never inferred from an
+    initialized group: rank 0 of a torchrun build also trains small models alone (e.g. proxy sizing).
+    """
+    loss_spec = LOSSES.get(kd.loss)
+    augmenting = cfg.augment_shift > 0 or cfg.augment_flip
+    needs_online = loss_spec.needs_teacher and (augmenting or loss_spec.needs_features)
+    online = loss_spec.needs_teacher and teacher is not None and (needs_online or teacher_logits is None)
+    if needs_online and teacher is None:
+        raise ConfigError(
+            f"KD loss {kd.loss!r} with {'augmentation' if augmenting else 'feature maps'} needs the teacher model online, "
+            "not only its cached logits.",
+            "Pass the teacher module (the pipeline does), or train without augmentation using --kd-loss logit.",
+        )
+    if loss_spec.needs_teacher and not online and teacher_logits is None:
+        raise ConfigError(f"KD loss {kd.loss!r} needs teacher logits.", "Pass a teacher, or use the 'ce' loss.")
+    if online and distributed:
+        raise ConfigError("An online teacher (augmentation or feature KD) is not supported with --nproc > 1 yet.", "Use --nproc 1.")
     console = get_console()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    world = ddp.current() if distributed else None
+    if distributed and world is None:
+        raise ConfigError("train(distributed=True) needs an initialized torch.distributed process group of ≥ 2 ranks.", "Launch with torchrun.")
+    rank, size = (world.rank, world.size) if world else (0, 1)
+    dev = _device_of(model)
+    # A loss may bring trainable parts of its own (FitNets' projection); they train with the student.
+    extra = None
+    if loss_spec.make_module is not None:
+        shape = tuple(x_train.shape[1:])
+        extra = loss_spec.make_module(feature_channels(model, shape), feature_channels(teacher, shape)).to(dev)
+    params = list(model.parameters()) + (list(extra.parameters()) if extra is not None else [])
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = -(-len(x_train) // cfg.batch_size)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.lr, total_steps=cfg.epochs * steps_per_epoch)
     history: list[EpochLog] = []
     best_state, best_acc, best_epoch, start_epoch, elapsed = copy.deepcopy(model.state_dict()), -1.0, 0, 0, 0.0
 
-    if checkpoint.exists():
-        state = torch.load(checkpoint, weights_only=True)  # our own file, but never unpickle code
+    # Rank 0 reads the checkpoint and hands it to the others: only its file system has to hold it.
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True) if rank == 0 and checkpoint.exists() else None
+    if world is not None:
+        state = ddp.broadcast_object(state, world)
+    if state is not None:
         model.load_state_dict(state["model"])
+        if extra is not None and "extra" in state:
+            extra.load_state_dict(state["extra"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         best_state, best_acc, best_epoch = state["best_model"], state["best_acc"], state["best_epoch"]
@@ -97,41 +156,99 @@ def train(
         start_epoch, elapsed = state["epoch"], state["seconds"]
         console.info(f"{desc}: resuming after epoch {start_epoch}/{cfg.epochs}")
 
+    net: nn.Module = model
+    if world is not None:
+        from torch.nn.parallel import DistributedDataParallel
+
+        # Wrapping broadcasts rank 0's weights, so every rank starts (or resumes) from the same point.
+        net = DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
     xt, yt = torch.from_numpy(x_train), torch.from_numpy(y_train)
     tt = torch.from_numpy(teacher_logits) if teacher_logits is not None else None
     for epoch in range(start_epoch, cfg.epochs):
+        ddp.inject_fault(epoch, world)
         t0 = time.perf_counter()
         torch.manual_seed(cfg.seed * 100_003 + epoch)  # dropout and shuffling depend only on (seed, epoch)
         order = torch.randperm(len(xt))
-        model.train()
-        sums = {"loss": 0.0, "ce": 0.0, "kd": 0.0}
+        if world is not None:
+            torch.manual_seed((cfg.seed * 100_003 + epoch) * 1_009 + rank + 1)  # per-rank dropout masks, still reproducible
+        net.train()
+        if extra is not None:
+            extra.train()
+        if teacher is not None:
+            teacher.eval()
+        views = torch.Generator().manual_seed(cfg.seed * 7_919 + epoch)  # the augmented views, per (seed, epoch)
+        sums = {"loss": 0.0, "ce": 0.0, "kd": 0.0, "feat": 0.0}
         batches = range(0, len(order), cfg.batch_size)
         for start in console.progress(batches, total=len(batches), desc=f"{desc} epoch {epoch + 1}/{cfg.epochs}"):
-            idx = order[start : start + cfg.batch_size]
-            parts = loss_fn(model(xt[idx]), yt[idx], tt[idx] if tt is not None else None, kd)
+            batch = order[start : start + cfg.batch_size]
+            idx = ddp.batch_share(batch, rank, size) if world is not None else batch
+            n_mine = len(idx)
+            if n_mine == 0:  # a last batch smaller than the world: still join the all-reduce, with zero weight
+                idx = batch[:1]
+            xb = xt[idx].to(dev)
+            if augmenting:
+                xb = augment(xb, views, cfg.augment_shift, cfg.augment_flip, cfg.background)
+            parts = _step_loss(net, model, teacher if online else None, extra, xb, yt[idx].to(dev),
+                               tt[idx].to(dev) if tt is not None and not online else None, loss_spec, kd)
+            loss = parts["loss"]
+            if world is not None:
+                # DDP averages gradients over ranks; weighting by this rank's share makes that average the
+                # gradient of the global batch's mean loss, as in single-process training.
+                loss = loss * (n_mine * size / len(batch))
             optimizer.zero_grad(set_to_none=True)
-            parts["loss"].backward()
+            loss.backward()
             optimizer.step()
             scheduler.step()
             for k, v in parts.items():
-                sums[k] += float(v.detach()) * len(idx)
-        val_acc = accuracy(model, x_val, y_val)
-        log = EpochLog(epoch + 1, sums["loss"] / len(xt), sums["ce"] / len(xt), sums["kd"] / len(xt), val_acc)
+                sums[k] += float(v.detach()) * n_mine
+        if world is not None:
+            ddp.sync_buffers(model, world)  # BatchNorm statistics: every rank evaluates and keeps rank 0's
+        val_acc = _val_accuracy(model, x_val, y_val, world)
+        if world is not None:
+            sums = dict(zip(sums, ddp.all_reduce_sum(list(sums.values()), world)))
+        log = EpochLog(epoch + 1, sums["loss"] / len(xt), sums["ce"] / len(xt), sums["kd"] / len(xt), val_acc, sums["feat"] / len(xt))
         history.append(log)
         if val_acc >= best_acc:  # on a tie prefer the later epoch: lower learning rate, settled weights
             best_acc, best_epoch, best_state = val_acc, epoch + 1, copy.deepcopy(model.state_dict())
         elapsed += time.perf_counter() - t0
         console.info(f"{desc} epoch {epoch + 1}/{cfg.epochs}: loss {log.loss:.4f}  val acc {val_acc:.4f}")
-        _save_checkpoint(checkpoint, model, optimizer, scheduler, best_state, best_acc, best_epoch, history, epoch + 1, elapsed)
+        if rank == 0:
+            _save_checkpoint(checkpoint, model, optimizer, scheduler, best_state, best_acc, best_epoch, history, epoch + 1, elapsed, extra)
 
     model.load_state_dict(best_state)
     model.eval()
     return TrainResult(best_epoch, best_acc, tuple(history), round(elapsed, 3))
 
 
-def _save_checkpoint(path, model, optimizer, scheduler, best_state, best_acc, best_epoch, history, epoch, seconds) -> None:
+def _step_loss(net, model, teacher, extra, xb, yb, cached_teacher_logits, loss_spec, kd) -> dict[str, torch.Tensor]:
+    """One batch's loss parts; runs the teacher on the same view when it is online."""
+    if not loss_spec.needs_features:
+        batch = KDBatch(net(xb), yb, cached_teacher_logits)
+        if teacher is not None:
+            with torch.no_grad():
+                batch.teacher = teacher(xb)
+        return loss_spec.fn(batch, kd, extra)
+    with capture_features(model) as student_maps:
+        logits = net(xb)
+    with torch.no_grad(), capture_features(teacher) as teacher_maps:
+        teacher_logits = teacher(xb)
+    return loss_spec.fn(KDBatch(logits, yb, teacher_logits, student_maps[0], teacher_maps[0]), kd, extra)
+
+
+def _val_accuracy(model: nn.Module, x: np.ndarray, y: np.ndarray, world: ddp.World | None) -> float:
+    """Validation accuracy; distributed, each rank scores a slice and the counts are all-reduced."""
+    if world is None:
+        return accuracy(model, x, y)
+    lo, hi = ddp.shard_bounds(len(y), world.rank, world.size)
+    correct = float((predict_logits(model, x[lo:hi]).argmax(1) == y[lo:hi]).sum()) if hi > lo else 0.0
+    correct, count = ddp.all_reduce_sum([correct, float(hi - lo)], world)
+    return correct / count
+
+
+def _save_checkpoint(path, model, optimizer, scheduler, best_state, best_acc, best_epoch, history, epoch, seconds, extra=None) -> None:
     state = {
         "model": model.state_dict(),
+        **({"extra": extra.state_dict()} if extra is not None else {}),
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(),
         "best_model": best_state,

@@ -56,6 +56,7 @@ class Throughput:
     int8_gmacs: float
     fp32_gmacs: float
     per_op_us: float  # fixed interpreter overhead per operator
+    act_ns_per_elem: float  # time per activation element an operator writes (memory-bound work: pooling, large maps)
     source: str  # where the rates come from: a publication, a derivation, or a measurement
 
     def __post_init__(self) -> None:
@@ -63,6 +64,8 @@ class Throughput:
         _positive("throughput.fp32_gmacs", self.fp32_gmacs)
         if self.per_op_us < 0:
             raise ProfileError(f"throughput.per_op_us must be ≥ 0, got {self.per_op_us}.", "Use 0 or a positive number.")
+        if self.act_ns_per_elem < 0:
+            raise ProfileError(f"throughput.act_ns_per_elem must be ≥ 0, got {self.act_ns_per_elem}.", "Use 0 or a positive number.")
 
 
 @dataclass(frozen=True)
@@ -86,10 +89,11 @@ class DeviceProfile:
                 "Use at most one thread per core.",
             )
 
-    def estimate_latency_ms(self, macs: int, n_ops: int, precision: str | None = None) -> float:
-        """Compute time at the profile's effective rate plus a per-operator dispatch overhead."""
-        rate = self.throughput.int8_gmacs if (precision or self.precision) == "int8" else self.throughput.fp32_gmacs
-        return macs / (rate * 1e9) * 1e3 + n_ops * self.throughput.per_op_us / 1e3
+    def estimate_latency_ms(self, macs: int, n_ops: int, act_elems: int = 0, precision: str | None = None) -> float:
+        """Compute time at the profile's effective rate, plus per-operator dispatch, plus activation traffic."""
+        t = self.throughput
+        rate = t.int8_gmacs if (precision or self.precision) == "int8" else t.fp32_gmacs
+        return macs / (rate * 1e9) * 1e3 + n_ops * t.per_op_us / 1e3 + act_elems * t.act_ns_per_elem / 1e6
 
 
 def builtin_names() -> list[str]:

@@ -1,5 +1,5 @@
-"""The report stage: report.json (everything, machine-readable) and report.md (for people)."""
+"""The report stage: report.json (everything, machine-readable), report.md and report.html (for people)."""
 
-from .writer import write_report
+from .writer import rerender, write_report
 
-__all__ = ["write_report"]
+__all__ = ["rerender", "write_report"]

@@ -1,19 +1,26 @@
-"""Collects every stage's result into report.json and renders report.md from it.
+"""Collects every stage's result into report.json and renders report.md and report.html from it.
 
-The markdown is rendered from the JSON dict alone, so ``report.md`` can never show a number that
-``report.json`` does not hold.
+Both renderings are made from the JSON dict alone, so neither can show a number that ``report.json``
+does not hold, and ``edge-distill report RUN_DIR`` can redraw them later from the file.
+To add a section: put its data under a new key of the dict in ``write_report``, add a few lines to
+``render_markdown`` and (optionally) an ``@section`` renderer in ``html.py`` — until then the HTML page
+shows any new key with its generic renderer.
 """
 
 from __future__ import annotations
 
+import json
 import time
+from pathlib import Path
 from typing import Any
 
+from ..errors import ReportError
 from ..rundir import RunDir
 from ..serde import to_jsonable
 
 
-def write_report(run: RunDir, *, options, profile, data, teacher, sizing, baseline, student, conversion, verified, bench, times, total_seconds) -> dict[str, Any]:
+def write_report(run: RunDir, *, options, profile, data, teacher, sizing, baseline, student, conversion, verified, bench, times, total_seconds,
+                 fidelity=None, bundle=None) -> dict[str, Any]:
     from ..pipeline import tool_versions
 
     report = {
@@ -29,12 +36,52 @@ def write_report(run: RunDir, *, options, profile, data, teacher, sizing, baseli
         "conversion": to_jsonable(conversion),
         "ledger": to_jsonable(verified),
         "bench": to_jsonable(bench),
+        "fidelity": to_jsonable(fidelity),  # None when the runner is this machine (nothing to compare)
+        "bundle": to_jsonable(bundle),
         "stage_times": to_jsonable(times),
         "total_seconds": round(total_seconds, 3),
     }
     run.write_json("report.json", report)
-    run.write_text("report.md", render_markdown(report))
+    write_renderings(run, report)
     return report
+
+
+def write_renderings(run: RunDir, report: dict[str, Any]) -> list[str]:
+    """report.md and report.html from the report dict; returns their paths relative to the run directory."""
+    from . import quant_html  # noqa: F401 -- registers the INT8 quality-gate section of report.html
+    from .html import render_html
+
+    run.write_text("report.md", render_markdown(report))
+    run.write_text("report.html", render_html(report))
+    return ["report.md", "report.html"]
+
+
+def rerender(run_dir: str | Path) -> list[Path]:
+    """Redraw report.md and report.html of an existing run from its report.json (``edge-distill report``)."""
+    root = Path(run_dir)
+    source = root / "report.json"
+    if not source.is_file():
+        hint = "Run `edge-distill build` first" if not root.is_dir() else "This run has not reached the report stage; rerun `edge-distill build` with the same options to finish it"
+        raise ReportError(f"No report.json in {root}.", f"{hint} (the run directory is the one given by --out, default runs/<profile>).")
+    try:
+        report = json.loads(source.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ReportError(f"{source} is not valid JSON ({exc}).", "Rerun `edge-distill build` with the same options to write it again.") from None
+    if not isinstance(report, dict):
+        raise ReportError(f"{source} holds a {type(report).__name__}, not a report object.", "Rerun `edge-distill build` to write it again.")
+    run = RunDir(root)
+    try:
+        names = write_renderings(run, report)
+    except (KeyError, TypeError, IndexError, ValueError) as exc:
+        # The markdown needs the core sections; the HTML page draws whatever is there.
+        from .html import render_html
+
+        run.write_text("report.html", render_html(report))
+        raise ReportError(
+            f"{source} lacks what report.md needs ({type(exc).__name__}: {exc}); report.html was still written.",
+            "The file may come from another edge-distill version or a run that stopped early; rerun `edge-distill build`.",
+        ) from None
+    return [run.path(n) for n in names]
 
 
 def _table(header: list[str], rows: list[list[Any]]) -> str:
@@ -58,6 +105,143 @@ def _pct(x: float | None) -> str:
     return "-" if x is None else f"{100 * x:.2f}%"
 
 
+def _device_vs_ledger(r: dict[str, Any]) -> list[str]:
+    """Variants whose accuracy measured by the agent on a device runner differs from the host ledger by > 1 point."""
+    ledger = {row["name"]: row["accuracy"] for row in r["ledger"]["rows"]}
+    out = []
+    for label, b in zip(r["bench"]["labels"], r["bench"]["results"]):
+        if b["runner"] != "local" and b["accuracy"] is not None and label in ledger and abs(b["accuracy"] - ledger[label]) > 0.01:
+            out.append(f"{label} ({_pct(b['accuracy'])} on {b['runner']} vs. {_pct(ledger[label])} in the host ledger)")
+    return out
+
+
+def _fidelity_md(f: dict[str, Any] | None, r: dict[str, Any]) -> list[str]:
+    if not f:
+        return []
+    verdict = "passed" if f["passed"] else "FAILED"
+    differ = _device_vs_ledger(r)
+    return [
+        "## Cross-runtime fidelity (INT8 file: device runtime against this host's)",
+        "",
+        f"The same agent scored the {f['n']} test samples with **{f['device_runtime']}** ({f['where']}) and with "
+        f"**{f['host_runtime']}** on this host: top-1 predictions agree on **{_pct(f['agreement'])}** "
+        f"(required ≥ {_pct(f['min_agreement'])}: **{verdict}**); accuracy {_pct(f['device_accuracy'])} on the device "
+        f"side vs. {_pct(f['host_accuracy'])} on the host."
+        + (f" First disagreeing samples: {', '.join(map(str, f['disagreements']))}." if f["disagreements"] else ""),
+        "",
+        ("Other variants whose on-device accuracy differs from the host ledger by more than 1 point: **"
+         + "; ".join(differ) + "**." if differ else
+         "Every other benchmarked variant's on-device accuracy is within 1 point of the host ledger."),
+        "",
+    ]
+
+
+def _lost(points: float | None) -> str:
+    return "could not be run" if points is None else f"lost **{points:.2f}** points"
+
+
+def _gate_md(r: dict[str, Any]) -> list[str]:
+    """The quality gate's verdict, the calibration it used, its escalation attempts and the per-layer INT8 error."""
+    led, conv = r["ledger"], r.get("conversion") or {}
+    ships = led.get("gated_variant", "tflite_int8")
+    verdict = "passed" if led["passed"] else "FAILED"
+    if ships is None:
+        gate_line = (
+            f"INT8 quality gate: **{verdict}** — no quantized model stayed within {led['max_int8_drop']:.2f} points of the fp32 "
+            f"student; plain full INT8 {_lost(led['int8_drop_points'])} on the test split."
+        )
+    else:
+        gated = led.get("gated_drop_points", led["int8_drop_points"])
+        gate_line = (
+            f"INT8 quality gate: **{ships}** ships; it lost **{gated:.2f}** points against the fp32 student on the test split "
+            f"(allowed {led['max_int8_drop']:.2f}): **{verdict}**."
+        )
+        if ships != "tflite_int8":
+            gate_line += f" Plain full INT8 {_lost(led['int8_drop_points'])}, so the gate escalated (below)."
+    out = [gate_line, ""]
+    if led.get("latency_where"):
+        out += [f"Host latency column: {led['latency_where']}.", ""]
+    gate, cal = conv.get("gate"), conv.get("calibration")
+    if cal:
+        balance = (
+            f", {cal['classes']} classes ({cal['per_class_min']}–{cal['per_class_max']} per class)" if cal.get("classes") else ""
+        )
+        out += [
+            f"Calibration: {cal['count']} samples from the training split{balance}, fed {cal['layout']} {cal['dtype']}, "
+            f"values in [{cal['value_min']:.3g}, {cal['value_max']:.3g}], mean {cal['mean']:.3g}, std {cal['std']:.3g}; "
+            f"checked against: {cal['expected']}.",
+            "",
+        ]
+    attempts = conv.get("attempts") or []
+    if attempts:
+        basis = (
+            f"{gate['n_samples']} held-out validation samples, {gate['criterion']} against the fp32 student"
+            + (f" ({_pct(gate['reference_accuracy'])})" if gate and gate.get("reference_accuracy") is not None else "")
+            if gate else "held-out validation samples"
+        )
+        out += [
+            "## INT8 quality gate and escalation",
+            "",
+            f"Each attempt is scored on {basis}; the first one within {led['max_int8_drop']:.2f} points ships. "
+            "The test split is kept for the ledger above.",
+            "",
+            _table(
+                ["#", "strategy", "what was tried", "accuracy", "agreement", "drop (points)", "bytes", "seconds", "result"],
+                [[a["step"], a["strategy"], a["settings"], _pct(a["accuracy"]), _pct(a["agreement"]),
+                  "-" if a["drop_points"] is None else f"{a['drop_points']:.2f}", "-" if a["bytes"] is None else f"{a['bytes']:,}",
+                  f"{a['seconds']:.2f}",
+                  (f"could not run: {a['error']}" if a["error"] else ("passed" if a["passed"] else "failed"))
+                  + (f" → `{a['variant']}`" if a.get("published") else "")]
+                 for a in attempts],
+            ),
+            "",
+        ]
+    layers = conv.get("layer_errors") or []
+    if layers or conv.get("layer_error_note"):
+        def num(v: Any, fmt: str) -> str:
+            return "-" if v is None or v != v else format(v, fmt)  # v != v: NaN (no signal to compare against)
+
+        out += [
+            "## Per-layer INT8 error (worst first)",
+            "",
+            (conv.get("layer_error_note") or "") + ". channel NSR: median over output channels of RMS error / RMS signal "
+            "(≈1 means the layer's output is lost); NSR: the same over the whole tensor; RMSE/scale: error in quantization steps "
+            "(≈0.29 is pure rounding).",
+            "",
+        ]
+        if layers:
+            out += [
+                _table(
+                    ["rank", "op", "output tensor", "channel NSR", "NSR", "RMSE/scale", "max abs error", "int8 scale"],
+                    [[x["rank"], x["op"], f"`{x['tensor']}`", num(x["channel_nsr"], ".4f"), num(x["nsr"], ".4f"),
+                      num(x["rmse_over_scale"], ".3f"), num(x["max_abs_error"], ".4g"), num(x["scale"], ".4g")] for x in layers],
+                ),
+                "",
+            ]
+    for note in conv.get("notes") or []:
+        out += [f"Note: {note}", ""]
+    return out
+
+
+def _bundle_md(b: dict[str, Any] | None) -> list[str]:
+    if not b:
+        return []
+    return [
+        "## Bundles",
+        "",
+        f"Made from `{b['source_model']}` ({b['model_variant']}: {b['model_description']}; sha256 {b['source_sha256'][:16]}…), "
+        f"test accuracy {_pct(b['accuracy'])} on {b['n_test']} samples (host LiteRT). Checksums of the zips: `{b['checksums']}`; "
+        "each folder's `manifest.json` lists the sha256 of every file in it.",
+        "",
+        _table(
+            ["target", "folder", "archive", "archive bytes", "archive sha256", "files"],
+            [[x["target"], f"`{x['directory']}/`", f"`{x['archive']}`", f"{x['archive_bytes']:,}", f"`{x['archive_sha256'][:16]}…`",
+              ", ".join(f["path"] for f in x["files"])] for x in b["bundles"]],
+        ),
+        "",
+    ]
+
+
 def render_markdown(r: dict[str, Any]) -> str:
     p, d, led, bench = r["profile"], r["data"], r["ledger"], r["bench"]
     out = [
@@ -74,17 +258,17 @@ def render_markdown(r: dict[str, Any]) -> str:
         "## Accuracy ledger",
         "",
         _table(
-            ["model", "runtime", "test accuracy", "agreement with fp32 student", "file bytes", "params", "precision"],
+            ["model", "runtime", "test accuracy", "agreement with fp32 student", "file bytes", "params", "host latency ms", "precision"],
             [
-                [row["name"], row["runtime"], _pct(row["accuracy"]), _pct(row["agreement"]),
-                 "-" if row["bytes"] is None else f"{row['bytes']:,}", f"{row['params']:,}", row["precision"]]
+                [row["name"] + (" **(ships)**" if row["variant"] == led.get("gated_variant") else ""), row["runtime"],
+                 _pct(row["accuracy"]), _pct(row["agreement"]),
+                 "-" if row["bytes"] is None else f"{row['bytes']:,}", f"{row['params']:,}",
+                 "-" if row.get("latency_ms") is None else f"{row['latency_ms']:.4f}", row["precision"]]
                 for row in led["rows"]
             ],
         ),
         "",
-        f"INT8 quality gate: the full-INT8 file lost **{led['int8_drop_points']:.2f}** points against the fp32 student "
-        f"(allowed {led['max_int8_drop']:.2f}): **{'passed' if led['passed'] else 'FAILED'}**.",
-        "",
+        *_gate_md(r),
         "## Conversion checks (each hop against the one before)",
         "",
         _table(
@@ -95,7 +279,7 @@ def render_markdown(r: dict[str, Any]) -> str:
         "",
         "## Latency and memory",
         "",
-        f"Measured by the device-side agent in a separate process ({bench['results'][0]['runner'] if bench['results'] else '-'} runner) on: "
+        f"Measured by the device-side agent in a separate process ({', '.join(sorted({b['runner'] for b in bench['results']})) or '-'} runner) on: "
         f"**{bench['host']}**. These are **host** timings unless the runner is a device; they do not describe {p['name']}.",
         "",
         _table(
@@ -108,6 +292,8 @@ def render_markdown(r: dict[str, Any]) -> str:
             ],
         ),
         "",
+        *_fidelity_md(r.get("fidelity"), r),
+        *_bundle_md(r.get("bundle")),
         "## Student sizing",
         "",
         r["sizing"]["reason"],

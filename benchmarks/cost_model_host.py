@@ -1,0 +1,112 @@
+"""Cost-model check on the host: estimated vs measured INT8 latency for sizing candidates.
+
+    .venv/bin/python benchmarks/cost_model_host.py [--profile host] [--runs 200] [--quick]
+
+The host profile's throughput comes from ``edge-distill profiles calibrate`` (fitted on a ladder of
+plain-CNN probes).  This suite times *other* models — the sizing candidates of both student families on
+the digits (8x8) and Fashion-MNIST (28x28) input shapes — so the ±30% bar is checked out of sample.
+Each candidate is converted to full-INT8 TFLite (random calibration data: timing only) and timed by the
+device agent in a separate process.  Writes results/cost_model_host.json and a BENCHMARKS.md section.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import machine, replace_section, write_results  # noqa: E402
+
+BAR = 0.30
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--profile", default="host")
+    parser.add_argument("--runs", type=int, default=200)
+    parser.add_argument("--quick", action="store_true", help="a few candidates only")
+    args = parser.parse_args()
+
+    import torch
+
+    from edge_distill.bench import bench_model
+    from edge_distill.convert import convert_student
+    from edge_distill.data import DataSpec
+    from edge_distill.models.students import STUDENT_FAMILIES, build_student
+    from edge_distill.profiles import load_profile
+    from edge_distill.rundir import RunDir
+    from edge_distill.sizing import measure_cost
+
+    profile = load_profile(args.profile)
+    threads = min(profile.threads, os.cpu_count() or 1)
+    specs = [
+        DataSpec("digits-shape", "vision", (1, 8, 8), 10, tuple("0123456789"), 16.0, 0.0, 1.0, "shape only"),
+        DataSpec("fashion-shape", "vision", (1, 28, 28), 10, tuple("0123456789"), 255.0, 0.0, 1.0, "shape only"),
+    ]
+    rows = []
+    rng = np.random.default_rng(0)
+    with tempfile.TemporaryDirectory(prefix="cost-model-") as tmp:
+        run = RunDir(Path(tmp))
+        for spec in specs:
+            for family in STUDENT_FAMILIES.names():
+                candidates = STUDENT_FAMILIES.get(family).candidates(spec)
+                step = 6 if args.quick else 3  # every third candidate keeps the suite under ~10 minutes
+                for config in candidates[::step]:
+                    torch.manual_seed(0)
+                    model = build_student(config, spec).eval()
+                    cost = measure_cost(model, spec, profile)
+                    x = rng.standard_normal((48, *spec.input_shape)).astype(np.float32)
+                    sub = f"{spec.name}/{config.family}-w{config.width}-d{config.depth}-r{config.resolution}"
+                    conv = convert_student(model, spec.input_shape, x[:32], x[32:], run, subdir=sub, int8_min_agreement=0.01)
+                    bench = bench_model(run.path(conv.file("tflite_int8").path), threads, warmup=20, runs=args.runs)
+                    err = cost.latency_ms / bench.p50_ms - 1
+                    rows.append({
+                        "input": spec.name, "candidate": config.label(), "params": cost.params, "macs": cost.macs,
+                        "n_ops": cost.n_ops, "estimated_ms": cost.latency_ms, "measured_p50_ms": bench.p50_ms,
+                        "relative_error": round(err, 4), "within_bar": abs(err) <= BAR,
+                    })
+                    print(f"{spec.name:<14} {config.label():<46} est {cost.latency_ms:8.4f} ms  measured {bench.p50_ms:8.4f} ms  {100 * err:+6.1f}%", flush=True)
+        where = bench.where
+
+    within = sum(r["within_bar"] for r in rows)
+    summary = {
+        "profile": args.profile,
+        "throughput": {"int8_gmacs": profile.throughput.int8_gmacs, "fp32_gmacs": profile.throughput.fp32_gmacs,
+                       "per_op_us": profile.throughput.per_op_us,
+                       "act_ns_per_elem": profile.throughput.act_ns_per_elem, "source": profile.throughput.source},
+        "threads": threads,
+        "runs": args.runs,
+        "machine": machine(),
+        "where": where,
+        "generated_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "within_30pct": f"{within}/{len(rows)}",
+        "median_abs_error": float(np.median([abs(r["relative_error"]) for r in rows])),
+        "rows": rows,
+    }
+    if not args.quick:
+        write_results("cost_model_host", summary)
+        table = ["| input | candidate | params | MACs | estimated ms | measured p50 ms | error |", "|---|---|---|---|---|---|---|"]
+        table += [f"| {r['input']} | {r['candidate']} | {r['params']:,} | {r['macs']:,} | {r['estimated_ms']:.4f} | "
+                  f"{r['measured_p50_ms']:.4f} | {100 * r['relative_error']:+.0f}% |" for r in rows]
+        replace_section("cost-model", "\n".join([
+            "## Cost model: estimated vs measured INT8 latency on the host",
+            "",
+            f"Command: `.venv/bin/python benchmarks/cost_model_host.py`. Profile `{args.profile}` "
+            f"({profile.throughput.source}); {threads} threads; p50 over {args.runs} warm runs in a separate process "
+            f"on {summary['machine']}.",
+            "",
+            f"**{within}/{len(rows)} candidates within ±30%**; median |error| {100 * summary['median_abs_error']:.0f}%.",
+            "",
+            *table,
+        ]))
+    print(f"within ±30%: {within}/{len(rows)}; median |error| {100 * summary['median_abs_error']:.1f}%")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,239 @@
+"""The INT8 quality gate and its automatic escalation.
+
+Every quantized candidate is scored on held-out samples against the fp32 student.  The plain full-INT8
+model is tried first; when it loses more than the gate allows, the ladder climbs one rung at a time and
+stops at the first model that passes:
+
+1. baseline        full INT8, per-channel weights, the build's calibration samples
+2. more_calibration  recalibrate on a larger, different class-balanced draw from the training split
+3. per_tensor      per-tensor instead of per-channel weights (a different rounding trade-off)
+4. int16_activations  int8 weights, int16 activations (16x8): 256x finer activation steps
+5. float_fallback  full INT8 except the k worst layers (per-layer error analysis) and their consumers, k = 1..3
+
+Rungs 1-3 stay full integer and are published as ``tflite_int8``; rung 4 is ``tflite_int16x8`` and rung 5
+``tflite_mixed``, so a file's name never claims more integer than it holds.  Every attempt is recorded,
+passed or not, with its numbers; when nothing passes, ``deploy_variant`` is None and the verify stage fails
+the build with the ledger -- a collapsed model is never shipped as if it were fine.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from ..errors import ConversionError
+from .results import QualityGate, QuantAttempt
+from .runtimes import run_tflite
+
+MAX_FLOAT_LAYERS = 3
+
+
+class Judge:
+    """Scores candidates on the check split: accuracy against labels when there are labels, otherwise
+    top-1 agreement with the fp32 student (100 x disagreement is an upper bound on the accuracy lost)."""
+
+    def __init__(
+        self,
+        x_check: np.ndarray,
+        y_check: np.ndarray | None,
+        reference_logits: np.ndarray,
+        max_drop_points: float,
+        work_dir: Path,
+        threads: int = 2,
+    ) -> None:
+        if max_drop_points < 0:
+            raise ConversionError(f"max_int8_drop must be ≥ 0 accuracy points, got {max_drop_points}.", "Use e.g. 1.0.")
+        self.x = x_check
+        self.y = None if y_check is None else np.asarray(y_check)
+        if self.y is not None and len(self.y) != len(self.x):
+            raise ConversionError(f"check_y has {len(self.y)} labels for {len(self.x)} check samples.", "Pass one label per check sample.")
+        self.reference = reference_logits.argmax(1)
+        self.max_drop = float(max_drop_points)
+        self.work = work_dir
+        self.threads = threads
+        self.reference_accuracy = None if self.y is None else float(np.mean(self.reference == self.y))
+
+    @property
+    def criterion(self) -> str:
+        return "accuracy" if self.y is not None else "agreement"
+
+    def gate(self, deploy_variant: str | None) -> QualityGate:
+        return QualityGate(
+            max_drop_points=self.max_drop,
+            criterion=self.criterion,
+            n_samples=int(len(self.x)),
+            reference_accuracy=None if self.reference_accuracy is None else round(self.reference_accuracy, 6),
+            deploy_variant=deploy_variant,
+        )
+
+    def score(self, path: Path) -> tuple[float | None, float, float]:
+        """(accuracy or None, agreement, drop in points) of the model at ``path``."""
+        predicted = run_tflite(path, self.x, self.threads).argmax(1)
+        agreement = float(np.mean(predicted == self.reference))
+        if self.y is None:
+            return None, agreement, 100.0 * (1.0 - agreement)
+        accuracy = float(np.mean(predicted == self.y))
+        return accuracy, agreement, 100.0 * (self.reference_accuracy - accuracy)
+
+    def attempt(self, step: int, strategy: str, variant: str, settings: str, build: Callable[[], bytes]) -> tuple[QuantAttempt, Path | None]:
+        """Build a candidate, score it, and record the try -- also when building or running it failed."""
+        started = time.perf_counter()
+        path = self.work / f"attempt{step}_{strategy}.tflite"
+        try:
+            model = build()
+            path.write_bytes(model)
+            accuracy, agreement, drop = self.score(path)
+        except (ConversionError, RuntimeError, ValueError) as exc:
+            # A candidate that cannot be built or run (e.g. XNNPACK refuses an extreme requantization scale) is a
+            # failed attempt with its reason, not the end of the build: the next rung may still work.
+            text = exc.message if isinstance(exc, ConversionError) else f"{type(exc).__name__}: {exc}"
+            first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+            first = first.replace(str(path), path.name)  # the scratch directory is gone by the time anyone reads this
+            record = QuantAttempt(step, strategy, variant, settings, None, None, None, False, None,
+                                  round(time.perf_counter() - started, 3), error=first[:300])
+            return record, None
+        record = QuantAttempt(
+            step=step,
+            strategy=strategy,
+            variant=variant,
+            settings=settings,
+            accuracy=None if accuracy is None else round(accuracy, 6),
+            agreement=round(agreement, 6),
+            drop_points=round(drop, 4),
+            passed=bool(drop <= self.max_drop),
+            bytes=path.stat().st_size,
+            seconds=round(time.perf_counter() - started, 3),
+        )
+        return record, path
+
+
+@dataclass
+class Ladder:
+    """What ``climb`` needs; each rung's builder runs only if the ladder gets that far."""
+
+    calibrated: bytes  # the base calibration (the build's calibration samples)
+    calib_count: int
+    quantize: Callable[..., bytes]  # quantize(calibrated, per_channel=..., float_nodes=...) -> model
+    recalibrate: Callable[[], bytes] | None = None  # calibration on more/other samples; None: rung skipped
+    pool_count: int = 0
+    int16x8: Callable[[], bytes] | None = None
+    ranking: Callable[[], list[str]] | None = None  # worst layers first, output-tensor names
+    fallback_nodes: Callable[[bytes, list[str], int], list[str]] | None = None
+    max_float_layers: int = MAX_FLOAT_LAYERS
+
+
+@dataclass
+class Outcome:
+    attempts: list[QuantAttempt] = field(default_factory=list)
+    published: dict[str, Path] = field(default_factory=dict)  # variant -> candidate file to publish
+    deploy_variant: str | None = None
+
+
+def climb(judge: Judge, ladder: Ladder, escalate: bool = True) -> Outcome:
+    """Run the baseline and, when it fails the gate and ``escalate`` is on, the rungs above it."""
+    out = Outcome()
+    step = 0
+
+    def record(attempt: QuantAttempt, path: Path | None) -> bool:
+        out.attempts.append(attempt)
+        if attempt.passed and path is not None:
+            out.published[attempt.variant] = path
+            out.deploy_variant = attempt.variant
+            out.attempts[-1] = _published(attempt)
+            return True
+        return False
+
+    step += 1
+    base, base_path = judge.attempt(
+        step, "baseline", "tflite_int8", f"full INT8, per-channel weights, {ladder.calib_count} calibration samples",
+        lambda: ladder.quantize(ladder.calibrated, per_channel=True),
+    )
+    if record(base, base_path) or not escalate:
+        return _finish(out, base_path)
+
+    # Rung 2: a larger, different draw.  Keep whichever calibration scored better for the rungs above.
+    best_calibrated, best_drop = ladder.calibrated, base.drop_points
+    if ladder.recalibrate is not None:
+        step += 1
+        holder: dict[str, bytes] = {}
+
+        def more() -> bytes:
+            holder["calibrated"] = ladder.recalibrate()
+            return ladder.quantize(holder["calibrated"], per_channel=True)
+
+        attempt, path = judge.attempt(
+            step, "more_calibration", "tflite_int8",
+            f"full INT8, per-channel weights, recalibrated on a larger, differently drawn set of {ladder.pool_count} "
+            "class-balanced training samples", more,
+        )
+        if record(attempt, path):
+            return _finish(out, base_path)
+        if "calibrated" in holder and _better(attempt.drop_points, best_drop):
+            best_calibrated, best_drop = holder["calibrated"], attempt.drop_points
+    calib_note = "the base calibration" if best_calibrated is ladder.calibrated else f"the {ladder.pool_count}-sample calibration"
+
+    step += 1
+    attempt, path = judge.attempt(
+        step, "per_tensor", "tflite_int8", f"full INT8, per-tensor weights, {calib_note}",
+        lambda: ladder.quantize(best_calibrated, per_channel=False),
+    )
+    if record(attempt, path):
+        return _finish(out, base_path)
+
+    if ladder.int16x8 is not None:
+        step += 1
+        attempt, path = judge.attempt(
+            step, "int16_activations", "tflite_int16x8", "int8 weights, int16 activations and I/O (16x8)", ladder.int16x8
+        )
+        if record(attempt, path):
+            return _finish(out, base_path)
+
+    if ladder.ranking is not None and ladder.fallback_nodes is not None:
+        try:
+            ranking = ladder.ranking()
+        except ConversionError as exc:
+            ranking = []
+            step += 1
+            out.attempts.append(QuantAttempt(step, "float_fallback", "tflite_mixed", "keep the worst layers in float", None, None,
+                                             None, False, None, 0.0, error=f"no per-layer ranking: {exc.message.splitlines()[0]}"[:300]))
+        for k in range(1, min(ladder.max_float_layers, len(ranking)) + 1):
+            try:
+                nodes = ladder.fallback_nodes(ladder.calibrated, ranking, k)
+            except Exception as exc:  # reading the graph failed: record it, there is nothing left to try
+                step += 1
+                out.attempts.append(QuantAttempt(step, "float_fallback", "tflite_mixed", f"keep the {k} worst layer(s) in float",
+                                                 None, None, None, False, None, 0.0, error=f"{type(exc).__name__}: {exc}"[:300]))
+                break
+            step += 1
+            attempt, path = judge.attempt(
+                step, "float_fallback", "tflite_mixed",
+                f"INT8 with the {k} worst layer{'s' if k > 1 else ''} and {'their' if k > 1 else 'its'} consumers in float "
+                f"({len(nodes)} ops), {calib_note}",
+                lambda nodes=nodes: ladder.quantize(best_calibrated, per_channel=True, float_nodes=nodes),
+            )
+            if record(attempt, path):
+                return _finish(out, base_path)
+    return _finish(out, base_path)
+
+
+def _better(drop: float | None, than: float | None) -> bool:
+    return drop is not None and (than is None or drop < than)
+
+
+def _published(attempt: QuantAttempt) -> QuantAttempt:
+    from dataclasses import replace
+
+    return replace(attempt, published=True)
+
+
+def _finish(out: Outcome, base_path: Path | None) -> Outcome:
+    """``tflite_int8`` is always published: the passing full-INT8 attempt, or else the baseline, so the ledger
+    shows what plain INT8 does even when an escalated model is the one that ships."""
+    if "tflite_int8" not in out.published and base_path is not None:
+        out.published["tflite_int8"] = base_path
+        out.attempts[0] = _published(out.attempts[0])
+    return out
