@@ -63,7 +63,8 @@ def main() -> None:
                     cost = measure_cost(model, spec, profile)
                     x = rng.standard_normal((48, *spec.input_shape)).astype(np.float32)
                     sub = f"{spec.name}/{config.family}-w{config.width}-d{config.depth}-r{config.resolution}"
-                    conv = convert_student(model, spec.input_shape, x[:32], x[32:], run, subdir=sub, int8_min_agreement=0.01)
+                    conv = convert_student(model, spec.input_shape, x[:32], x[32:], run, subdir=sub, int8_min_agreement=0.01,
+                                           escalate=False, variants=(), layer_analysis=False)
                     bench = bench_model(run.path(conv.file("tflite_int8").path), threads, warmup=20, runs=args.runs)
                     err = cost.latency_ms / bench.p50_ms - 1
                     rows.append({

@@ -102,7 +102,8 @@ def measure_probes(run: RunDir, base: DeviceProfile, threads: int, runs: int = 1
             console.stage("calibrate", f"{label}: {cost.macs:,} MACs, converting")
             # An untrained probe has near-tied logits, so INT8 top-1 agreement means little here: timing only,
         # with the check kept as a guard against a broken file.
-            result = convert_student(model, spec.input_shape, x[:32], x[32:], run, subdir=f"probes/{spec.name}-w{width}-d{depth}", int8_min_agreement=0.01)
+            result = convert_student(model, spec.input_shape, x[:32], x[32:], run, subdir=f"probes/{spec.name}-w{width}-d{depth}", int8_min_agreement=0.01,
+                                     escalate=False, variants=(), layer_analysis=False)
             for variant, precision in (("tflite_int8", "int8"), ("tflite_fp32", "fp32")):
                 bench = bench_model(run.path(result.file(variant).path), threads, warmup=10, runs=runs)
                 points.append(ProbePoint(label, precision, cost.macs, cost.n_ops, cost.act_elems, bench.p50_ms))

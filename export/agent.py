@@ -293,9 +293,10 @@ def open_model(path: str, threads: int):
 
 # ---- inputs ---------------------------------------------------------------------------------------
 def to_input(x, spec: dict, np):
-    """A float sample in the model's layout → the input tensor's dtype (quantized when int8/uint8)."""
+    """A float sample in the model's layout → the input tensor's dtype (quantized when int8/uint8/int16)."""
     dtype = np.dtype(spec["dtype"])
-    if dtype in (np.int8, np.uint8) and spec["scale"] > 0:
+    # int16 inputs belong to the 16x8 variant (int16 activations) and are quantized the same way.
+    if dtype in (np.int8, np.uint8, np.int16) and spec["scale"] > 0:
         info = np.iinfo(dtype)
         q = np.round(np.asarray(x, np.float32) / spec["scale"] + spec["zero_point"])
         return np.clip(q, info.min, info.max).astype(dtype)
@@ -306,7 +307,7 @@ def random_input(spec: dict, rng, np):
     shape, dtype = spec["shape"], np.dtype(spec["dtype"])
     if dtype.kind == "f":
         return rng.standard_normal(shape).astype(dtype)
-    if dtype in (np.int8, np.uint8) and spec["scale"] > 0:
+    if dtype in (np.int8, np.uint8, np.int16) and spec["scale"] > 0:
         info = np.iinfo(dtype)
         return rng.integers(info.min, info.max, size=shape, endpoint=True).astype(dtype)
     if dtype.kind == "b":

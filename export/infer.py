@@ -91,7 +91,7 @@ class Classifier:
         np = self.np
         dtype = np.dtype(self.inp["dtype"])
         scale, zero_point = self.inp["quantization"]
-        if dtype in (np.int8, np.uint8) and scale > 0:
+        if dtype in (np.int8, np.uint8, np.int16) and scale > 0:  # int16: the 16x8 variant
             info = np.iinfo(dtype)
             q = np.round(np.asarray(x, np.float32) / scale + zero_point)
             return np.clip(q, info.min, info.max).astype(dtype)
