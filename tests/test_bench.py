@@ -7,11 +7,11 @@ import json
 import os
 import subprocess
 import sys
-import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
+from tflite_models import full_int8_tflite
 
 from edge_distill.bench import RUNNERS, BenchResult, BenchSuite, bench_model, describe_host, runner_names
 from edge_distill.errors import BenchError, ConfigError
@@ -54,15 +54,7 @@ def models(tmp_path_factory) -> dict[str, Path]:
     (out / "fp32.tflite").write_bytes(conv.convert())
 
     x_img = x.reshape(-1, SIDE, SIDE, 1)
-    conv = tf.lite.TFLiteConverter.from_keras_model(keras_model)
-    conv.optimizations = [tf.lite.Optimize.DEFAULT]
-    conv.representative_dataset = lambda: ([x_img[i : i + 1]] for i in range(len(x_img)))
-    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    conv.inference_input_type = tf.int8
-    conv.inference_output_type = tf.int8
-    with warnings.catch_warnings():  # TF warns that input statistics are unused for full-int8 models
-        warnings.simplefilter("ignore", UserWarning)
-        (out / "int8.tflite").write_bytes(conv.convert())
+    (out / "int8.tflite").write_bytes(full_int8_tflite(keras_model, x_img))
 
     linear = torch.nn.Linear(SIDE * SIDE, N_CLASSES)
     with torch.no_grad():

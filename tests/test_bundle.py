@@ -14,12 +14,12 @@ import json
 import os
 import subprocess
 import sys
-import warnings
 import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
+from tflite_models import full_int8_tflite
 
 from edge_distill.bundle import BundleResult, ModelFacts, build_bundles
 from edge_distill.errors import ConfigError
@@ -58,16 +58,8 @@ def digits(tmp_path_factory) -> dict:
     model = tf.keras.Model(inp, dense(tf.keras.layers.Flatten()(inp)))
     dense.set_weights([weights.astype(np.float32), bias.astype(np.float32)])
     x_nhwc = x[..., None]
-    conv = tf.lite.TFLiteConverter.from_keras_model(model)
-    conv.optimizations = [tf.lite.Optimize.DEFAULT]
-    conv.representative_dataset = lambda: ([x_nhwc[i : i + 1]] for i in train[:200])
-    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    conv.inference_input_type = tf.int8
-    conv.inference_output_type = tf.int8
     out = tmp_path_factory.mktemp("bundle_model")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        (out / "int8.tflite").write_bytes(conv.convert())
+    (out / "int8.tflite").write_bytes(full_int8_tflite(model, x_nhwc[train[:200]]))
     logits = run_tflite(out / "int8.tflite", x[test][:, None], threads=1)  # as the verify stage scores it
     accuracy = float((logits.argmax(1) == y[test]).mean())
     assert 0.85 < accuracy < 1.0  # a real classifier, not a trivially perfect one

@@ -17,11 +17,11 @@ import socket
 import subprocess
 import sys
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
+from tflite_models import full_int8_tflite
 
 from edge_distill.bench import (AgentOptions, BenchResult, bench_model, cross_runtime_fidelity, make_runner,
                                 runner_names)
@@ -51,16 +51,8 @@ def model(tmp_path_factory) -> dict[str, Path]:
     dense = tf.keras.layers.Dense(N_CLASSES)
     keras_model = tf.keras.Model(inp, dense(tf.keras.layers.Flatten()(inp)))
     dense.set_weights([templates.T / (SIDE * SIDE), np.zeros(N_CLASSES, np.float32)])
-    conv = tf.lite.TFLiteConverter.from_keras_model(keras_model)
-    conv.optimizations = [tf.lite.Optimize.DEFAULT]
-    conv.representative_dataset = lambda: ([x_img[i : i + 1]] for i in range(len(x_img)))
-    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    conv.inference_input_type = tf.int8
-    conv.inference_output_type = tf.int8
     out = tmp_path_factory.mktemp("runner models")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        (out / "int8.tflite").write_bytes(conv.convert())
+    (out / "int8.tflite").write_bytes(full_int8_tflite(keras_model, x_img))
     # A name with a space, a quote and shell syntax: reaches the device only if every argument is quoted.
     odd = out / "it's $(touch pwned) int8.tflite"
     shutil.copy(out / "int8.tflite", odd)
