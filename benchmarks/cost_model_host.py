@@ -31,14 +31,16 @@ def main() -> None:
     parser.add_argument("--profile", default="host")
     parser.add_argument("--runs", type=int, default=200)
     parser.add_argument("--quick", action="store_true", help="a few candidates only")
+    parser.add_argument("--repeats", type=int, default=3, help="agent processes per candidate; the median p50 is compared")
     args = parser.parse_args()
 
     import torch
 
     from edge_distill.bench import bench_model
+    from edge_distill.calibrate import median_p50
     from edge_distill.convert import convert_student
     from edge_distill.data import DataSpec
-    from edge_distill.models.students import STUDENT_FAMILIES, build_student
+    from edge_distill.models.students import STUDENT_FAMILIES, build_student, family_names
     from edge_distill.profiles import load_profile
     from edge_distill.rundir import RunDir
     from edge_distill.sizing import measure_cost
@@ -54,7 +56,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="cost-model-") as tmp:
         run = RunDir(Path(tmp))
         for spec in specs:
-            for family in STUDENT_FAMILIES.names():
+            for family in family_names("vision"):
                 candidates = STUDENT_FAMILIES.get(family).candidates(spec)
                 step = 6 if args.quick else 3  # every third candidate keeps the suite under ~10 minutes
                 for config in candidates[::step]:
@@ -65,24 +67,28 @@ def main() -> None:
                     sub = f"{spec.name}/{config.family}-w{config.width}-d{config.depth}-r{config.resolution}"
                     conv = convert_student(model, spec.input_shape, x[:32], x[32:], run, subdir=sub, int8_min_agreement=0.01,
                                            escalate=False, variants=(), layer_analysis=False)
-                    bench = bench_model(run.path(conv.file("tflite_int8").path), threads, warmup=20, runs=args.runs)
-                    err = cost.latency_ms / bench.p50_ms - 1
+                    path = run.path(conv.file("tflite_int8").path)
+                    p50 = median_p50(path, threads, args.runs, args.repeats)
+                    err = cost.latency_ms / p50 - 1
                     rows.append({
                         "input": spec.name, "candidate": config.label(), "params": cost.params, "macs": cost.macs,
-                        "n_ops": cost.n_ops, "estimated_ms": cost.latency_ms, "measured_p50_ms": bench.p50_ms,
+                        "n_ops": cost.n_ops, "dw_macs": cost.dw_macs, "conv_positions": cost.conv_positions, "act_elems": cost.act_elems,
+                        "estimated_ms": cost.latency_ms, "measured_p50_ms": p50,
                         "relative_error": round(err, 4), "within_bar": abs(err) <= BAR,
                     })
-                    print(f"{spec.name:<14} {config.label():<46} est {cost.latency_ms:8.4f} ms  measured {bench.p50_ms:8.4f} ms  {100 * err:+6.1f}%", flush=True)
-        where = bench.where
+                    print(f"{spec.name:<14} {config.label():<46} est {cost.latency_ms:8.4f} ms  measured {p50:8.4f} ms  {100 * err:+6.1f}%", flush=True)
+        where = bench_model(path, threads, warmup=2, runs=2).where  # how the agent describes this machine
 
     within = sum(r["within_bar"] for r in rows)
     summary = {
         "profile": args.profile,
         "throughput": {"int8_gmacs": profile.throughput.int8_gmacs, "fp32_gmacs": profile.throughput.fp32_gmacs,
                        "per_op_us": profile.throughput.per_op_us,
-                       "act_ns_per_elem": profile.throughput.act_ns_per_elem, "source": profile.throughput.source},
+                       "act_ns_per_elem": profile.throughput.act_ns_per_elem, "dw_gmacs": profile.throughput.dw_gmacs,
+                       "ns_per_position": profile.throughput.ns_per_position, "source": profile.throughput.source},
         "threads": threads,
         "runs": args.runs,
+        "repeats": args.repeats,
         "machine": machine(),
         "where": where,
         "generated_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -99,7 +105,7 @@ def main() -> None:
             "## Cost model: estimated vs measured INT8 latency on the host",
             "",
             f"Command: `.venv/bin/python benchmarks/cost_model_host.py`. Profile `{args.profile}` "
-            f"({profile.throughput.source}); {threads} threads; p50 over {args.runs} warm runs in a separate process "
+            f"({profile.throughput.source}); {threads} threads; median over {args.repeats} agent processes of the p50 over {args.runs} warm runs "
             f"on {summary['machine']}.",
             "",
             f"**{within}/{len(rows)} candidates within ±30%**; median |error| {100 * summary['median_abs_error']:.0f}%.",

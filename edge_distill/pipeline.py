@@ -34,7 +34,12 @@ class BuildOptions:
     profile: str = "rpi4"
     data: str = "digits"
     teacher: str = "auto"
-    student: str = "cnn"
+    teacher_arch: str = "cnn"  # the built-in teacher's architecture (--teacher auto): cnn, or vgg for 28x28-class images
+    student: str = "auto"  # a student family; auto: cnn for images, tiny-transformer for text
+    task: str = "auto"  # vision or text; auto decides from --data (a text dataset or a .csv/.jsonl file is text)
+    text_field: str = "text"  # text files: the field holding the text ...
+    label_field: str = "label"  # ... and the one holding its class name
+    finetune_epochs: int = 2  # text teachers minilm / hf:DIR: epochs of fine-tuning (0: hf:DIR used as it is)
     out: str | None = None  # run directory; default runs/<profile>
     seed: int = 0
     teacher_epochs: int = 15
@@ -45,6 +50,7 @@ class BuildOptions:
     beta: float = 1.0  # weight of the feature term (--kd-loss fitnet / attention)
     augment_shift: int = 0  # random shift in pixels for student training (online teacher)
     augment_flip: bool = False  # random horizontal flips (only for flip-invariant classes)
+    teacher_views: int = 0  # > 0: precompute the teacher on this many augmented views (view bank) instead of running it online
     min_compression: float = 4.0  # the student has at most teacher_params / min_compression parameters
     search: str = "capacity"  # "capacity": largest fitting candidate; "proxy": brief training of the top-k
     proxy_top_k: int = 3
@@ -60,6 +66,10 @@ class BuildOptions:
     nproc: int = 1  # training ranks on this machine (torchrun + DDP); 1 trains in this process
 
     def __post_init__(self) -> None:
+        if self.task not in ("auto", "vision", "text"):
+            raise ConfigError(f"--task must be auto, vision or text, got {self.task!r}.", "auto decides from --data.")
+        if self.finetune_epochs < 0:
+            raise ConfigError(f"--finetune-epochs must be ≥ 0, got {self.finetune_epochs}.", "Use e.g. 2; 0 uses an hf: teacher as it is.")
         if self.nproc < 1:
             raise ConfigError(f"--nproc must be ≥ 1, got {self.nproc}.", "Use 1 to train in this process, or N ≥ 2 for N DDP ranks on this machine.")
         if self.min_compression < 1:
@@ -68,9 +78,19 @@ class BuildOptions:
             raise ConfigError(f"--search must be 'capacity' or 'proxy', got {self.search!r}.", "capacity is the default.")
         if self.proxy_top_k < 1 or self.proxy_epochs < 1:
             raise ConfigError("--proxy-top-k and --proxy-epochs must be ≥ 1.", "E.g. --proxy-top-k 3 --proxy-epochs 3.")
+        from .models.teacher import TEACHER_ARCHS
+
+        if self.teacher_arch not in TEACHER_ARCHS:
+            raise ConfigError(f"--teacher-arch must be one of {', '.join(TEACHER_ARCHS)}, got {self.teacher_arch!r}.",
+                              "cnn suits tiny inputs (8x8 digits); vgg suits 28x28 images such as Fashion-MNIST.")
+        if self.teacher_views < 0:
+            raise ConfigError(f"--teacher-views must be ≥ 0, got {self.teacher_views}.", "Use 0 (teacher online) or e.g. 4.")
+        if self.teacher_views > 1 and not (self.augment_shift or self.augment_flip):
+            raise ConfigError(f"--teacher-views {self.teacher_views} needs augmentation to make the views differ.",
+                              "Add --augment-shift 2 and/or --augment-flip, or use --teacher-views 1.")
         if self.augment_shift < 0:
             raise ConfigError(f"--augment-shift must be ≥ 0, got {self.augment_shift}.", "Use 0 (off) or a few pixels, e.g. 2.")
-        if self.nproc > 1 and (self.augment_shift or self.augment_flip or self.kd_loss in ("fitnet", "attention")):
+        if self.nproc > 1 and (self.augment_shift or self.augment_flip or self.kd_loss in ("fitnet", "attention") or self.teacher_views):
             raise ConfigError(
                 "--nproc > 1 does not yet support an online teacher (augmentation, fitnet or attention KD).",
                 "Use --nproc 1 with these options, or logit KD without augmentation for distributed training.",
@@ -102,6 +122,7 @@ class TeacherResult:
     test_accuracy: float
     logits_path: str  # cached teacher logits on the training split
     train: Any = None  # TrainResult for the built-in teacher
+    arch: str = "cnn"  # the built-in teacher's architecture ("" for a user's file)
 
 
 @dataclass(frozen=True)
@@ -194,15 +215,31 @@ def build(options: BuildOptions) -> dict[str, Any]:
 
     # A user's file or folder is keyed by its content, so editing the data redoes the build.
     data_source = fingerprint(options.data) if is_user_data(options.data) else options.data
-    data, data_key = stages("data", [data_source, options.seed, options.calib_count], DataResult, lambda: _data_stage(run, options))
+    from .text_stages import resolve_student, resolve_task
+
+    task = resolve_task(options.task, options.data)
+    family = resolve_student(options.student, task)  # a wrong-task family fails here, before any training
+    if task == "text":
+        from .text_stages import check_text_options
+
+        check_text_options(options)
+    # Text adds its own settings to the key; an image build's key stays what it always was.
+    text_key = ["text", options.text_field, options.label_field] if task == "text" else []
+    data, data_key = stages("data", [data_source, options.seed, options.calib_count, *text_key], DataResult,
+                            lambda: _data_stage(run, options, task))
     console.stage("data", f"{data.spec.name}: {data.n_train} train / {data.n_val} val / {data.n_test} test / {data.n_calib} calibration")
 
-    teacher_source = options.teacher if options.teacher == "auto" else sha256_file(_teacher_path(options))
+    if task == "text":
+        from .text_stages import teacher_source_key
+
+        teacher_source = [teacher_source_key(options), options.finetune_epochs if options.teacher != "auto" else options.teacher_epochs, "text"]
+    else:
+        teacher_source = options.teacher if options.teacher == "auto" else sha256_file(_teacher_path(options))
     teacher, teacher_key = stages(
         "teacher",
-        [data_key, teacher_source, options.teacher_epochs, options.seed, *ranks],
+        [data_key, teacher_source, options.teacher_epochs, options.seed, *ranks, *([options.teacher_arch] if options.teacher_arch != "cnn" else [])],
         TeacherResult,
-        lambda: _teacher_stage(run, options, data),
+        lambda: _teacher_stage(run, options, data) if task == "vision" else _text_teacher_stage(run, options, data),
     )
     console.stage("teacher", f"{teacher.params:,} params, test accuracy {teacher.test_accuracy:.4f} ({teacher.source})")
 
@@ -210,19 +247,22 @@ def build(options: BuildOptions) -> dict[str, Any]:
 
     sizing, size_key = stages(
         "size",
-        [data_key, profile_key, options.student, teacher.params, options.min_compression, options.search,
+        [data_key, profile_key, family, teacher.params, options.min_compression, options.search,
          options.proxy_top_k, options.proxy_epochs, options.seed],
         SizingResult,
-        lambda: _size_stage(run, options, data, profile, teacher),
+        lambda: _size_stage(run, options, data, profile, teacher, family),
     )
     console.stage("size", sizing.reason)
 
     train_settings = [options.student_epochs, options.seed, *ranks]
+    # With a view bank the baseline trains on the same views as the KD student, so it depends on the teacher too.
+    view_settings = [teacher_key, options.teacher_views, options.augment_shift, options.augment_flip] if options.teacher_views else []
     baseline, baseline_key = stages(
-        "baseline", [size_key, train_settings], StudentResult, lambda: _student_stage(run, options, data, sizing, None, "ce")
+        "baseline", [size_key, train_settings, *view_settings], StudentResult, lambda: _student_stage(run, options, data, sizing, None, "ce", view_teacher=teacher)
     )
     console.stage("baseline", f"no-KD student: test accuracy {baseline.test_accuracy:.4f}")
-    kd_settings = [options.kd_loss, options.temperature, options.alpha, options.beta, options.augment_shift, options.augment_flip]
+    kd_settings = [options.kd_loss, options.temperature, options.alpha, options.beta, options.augment_shift, options.augment_flip,
+                   *([options.teacher_views] if options.teacher_views else [])]
     student, student_key = stages(
         "distill",
         [size_key, teacher_key, train_settings, kd_settings],
@@ -257,7 +297,7 @@ def build(options: BuildOptions) -> dict[str, Any]:
         "bench",
         [verify_key, options.runner, options.bench_warmup, options.bench_runs, profile.threads],
         BenchSuite,
-        lambda: _bench_stage(run, options, profile, data, conversion),
+        lambda: _bench_stage(run, options, profile, data, conversion, sizing, teacher),
     )
 
     from .bench import FidelityResult
@@ -322,8 +362,13 @@ def _limit_threads() -> None:
     torch.set_num_threads(os.cpu_count() or 1)
 
 
-def _data_stage(run: RunDir, options: BuildOptions) -> tuple[DataResult, list[Path]]:
+def _data_stage(run: RunDir, options: BuildOptions, task: str = "vision") -> tuple[DataResult, list[Path]]:
     from .data import prepare
+
+    if task == "text":
+        from .text_stages import data_stage
+
+        return data_stage(run, options)
 
     spec, splits = prepare(options.data, options.seed, options.calib_count)
     with run.atomic_path("data/splits.npz") as tmp:
@@ -332,6 +377,24 @@ def _data_stage(run: RunDir, options: BuildOptions) -> tuple[DataResult, list[Pa
     path = run.path("data/splits.npz")
     result = DataResult(spec, run.relative(path), len(splits.y_train), len(splits.y_val), len(splits.y_test), len(splits.y_calib))
     return result, [path]
+
+
+def _student_splits(run: RunDir, data: DataResult, sizing):
+    """The splits as the chosen student takes them: a text student reads ids of its own vocabulary and length."""
+    import dataclasses
+
+    from .models.text import student_inputs
+
+    splits = _splits(run, data)
+    if not sizing.chosen.seq_len:
+        return splits
+    return dataclasses.replace(splits, **{f"x_{s}": student_inputs(sizing.chosen, getattr(splits, f"x_{s}")) for s in ("train", "val", "test", "calib")})
+
+
+def _text_teacher_stage(run: RunDir, options: BuildOptions, data: DataResult):
+    from .text_stages import teacher_stage
+
+    return teacher_stage(run, options, data)
 
 
 def _splits(run: RunDir, data: DataResult):
@@ -365,12 +428,12 @@ def _teacher_stage(run: RunDir, options: BuildOptions, data: DataResult) -> tupl
     train_result = None
     if options.teacher == "auto":
         torch.manual_seed(options.seed)
-        model = builtin_teacher(data.spec)
-        get_console().stage("teacher", f"training the built-in CNN ({count_params(model):,} params) for {options.teacher_epochs} epochs")
+        model = builtin_teacher(data.spec, options.teacher_arch)
+        get_console().stage("teacher", f"training the built-in {options.teacher_arch} teacher ({count_params(model):,} params) for {options.teacher_epochs} epochs")
         cfg, kd = TrainConfig(epochs=options.teacher_epochs, seed=options.seed), KDConfig(loss="ce")
         if ddp.wanted(options.nproc):
             train_result = train_distributed(
-                run, ModelRecipe("teacher", data.spec), model, data.splits_path, cfg, kd, None, "teacher/train.ckpt", "teacher", options.nproc
+                run, ModelRecipe("teacher", data.spec, teacher_arch=options.teacher_arch), model, data.splits_path, cfg, kd, None, "teacher/train.ckpt", "teacher", options.nproc
             )
         else:
             train_result = train(
@@ -378,7 +441,7 @@ def _teacher_stage(run: RunDir, options: BuildOptions, data: DataResult) -> tupl
             )
         with run.atomic_path("teacher/teacher.pt") as tmp:
             torch.save(model.state_dict(), tmp)
-        kind, source = "builtin", "auto (built-in CNN)"
+        kind, source = "builtin", f"auto (built-in {options.teacher_arch} teacher)"
     else:
         path = _teacher_path(options)
         model = load_teacher_file(path, data.spec, options.trust_pickle)
@@ -387,7 +450,8 @@ def _teacher_stage(run: RunDir, options: BuildOptions, data: DataResult) -> tupl
         kind, source = "file", str(path)
     get_console().stage("teacher", "caching teacher logits on the training split")
     if ddp.wanted(options.nproc):  # each rank computes one shard; rank 0 writes the cache once
-        recipe = ModelRecipe("teacher" if kind == "builtin" else "teacher_file", data.spec, "teacher/teacher.pt", trust_pickle=options.trust_pickle)
+        recipe = ModelRecipe("teacher" if kind == "builtin" else "teacher_file", data.spec, "teacher/teacher.pt", trust_pickle=options.trust_pickle,
+                             teacher_arch=options.teacher_arch)
         cached = cache_teacher_logits(run, recipe, data.splits_path, "teacher/logits_train.npy", options.nproc)
         get_console().stage("teacher", f"{cached.rows} logits computed in {len(cached.rows_per_rank)} shards {list(cached.rows_per_rank)}")
     else:
@@ -406,6 +470,7 @@ def _teacher_stage(run: RunDir, options: BuildOptions, data: DataResult) -> tupl
         test_accuracy=accuracy(model, splits.x_test, splits.y_test),
         logits_path="teacher/logits_train.npy",
         train=to_jsonable(train_result),
+        arch=options.teacher_arch if kind == "builtin" else "",
     )
     return result, [run.path(result.path), run.path(result.logits_path)]
 
@@ -415,17 +480,21 @@ def load_teacher_model(run: RunDir, teacher: TeacherResult, spec, trust_pickle: 
 
     from .models.teacher import builtin_teacher, load_teacher_file
 
+    if spec.task == "text":
+        from .text_stages import load_teacher
+
+        return load_teacher(run, spec)
     if teacher.kind == "builtin":
-        model = builtin_teacher(spec)
+        model = builtin_teacher(spec, teacher.arch or "cnn")
         model.load_state_dict(torch.load(run.path(teacher.path), weights_only=True))
         return model.eval()
     return load_teacher_file(run.path(teacher.path), spec, trust_pickle)
 
 
-def _size_stage(run: RunDir, options: BuildOptions, data: DataResult, profile: DeviceProfile, teacher: TeacherResult):
+def _size_stage(run: RunDir, options: BuildOptions, data: DataResult, profile: DeviceProfile, teacher: TeacherResult, family: str):
     from .sizing import choose_student, proxy_select
 
-    result = choose_student(data.spec, profile, options.student, teacher.params, options.min_compression)
+    result = choose_student(data.spec, profile, family, teacher.params, options.min_compression)
     if options.search == "proxy":
         result = proxy_select(
             result, data.spec, _splits(run, data), options.proxy_top_k, options.proxy_epochs, options.seed, run.path("size/proxy")
@@ -433,7 +502,10 @@ def _size_stage(run: RunDir, options: BuildOptions, data: DataResult, profile: D
     return result, []
 
 
-def _student_stage(run, options, data, sizing, teacher: TeacherResult | None, loss: str) -> tuple[StudentResult, list[Path]]:
+def _student_stage(run, options, data, sizing, teacher: TeacherResult | None, loss: str,
+                   view_teacher: TeacherResult | None = None) -> tuple[StudentResult, list[Path]]:
+    """Train the student with ``loss``; ``teacher`` is None for the no-KD baseline, which still trains on the
+    teacher's view bank (``view_teacher``) when --teacher-views is set."""
     import numpy as np
     import torch
 
@@ -441,7 +513,7 @@ def _student_stage(run, options, data, sizing, teacher: TeacherResult | None, lo
     from .models.cnn import count_params
     from .models.students import build_student
 
-    splits = _splits(run, data)
+    splits = _student_splits(run, data, sizing)
     name = "student_kd" if teacher is not None else "student_nokd"
     torch.manual_seed(options.seed)  # same initial weights for the KD student and its baseline
     model = build_student(sizing.chosen, data.spec)
@@ -452,8 +524,18 @@ def _student_stage(run, options, data, sizing, teacher: TeacherResult | None, lo
         epochs=options.student_epochs, seed=options.seed, augment_shift=options.augment_shift, augment_flip=options.augment_flip,
         background=float(-data.spec.mean / data.spec.std),  # a blank pixel, normalized
     )
+    views = None
+    if options.teacher_views:
+        # A bank of fixed augmented views with the teacher's outputs on each replaces the online teacher;
+        # the no-KD baseline trains on the same views, so the comparison isolates the teacher's signal.
+        from .distill.views import build_view_bank
+
+        bank_teacher = load_teacher_model(run, teacher or view_teacher, data.spec, trust_pickle=True)
+        views = build_view_bank(bank_teacher, splits.x_train, options.teacher_views, cfg.augment_shift, cfg.augment_flip,
+                                cfg.background, options.seed, with_maps=LOSSES.get(loss).needs_features)
+        cfg = TrainConfig(epochs=cfg.epochs, seed=cfg.seed)
     # Augmented views and feature maps need the teacher itself, running on each batch beside the student.
-    online = teacher is not None and (cfg.augment_shift > 0 or cfg.augment_flip or LOSSES.get(loss).needs_features)
+    online = views is None and teacher is not None and (cfg.augment_shift > 0 or cfg.augment_flip or LOSSES.get(loss).needs_features)
     if ddp.wanted(options.nproc):  # DDP ranks read the splits and the cached teacher logits from the run directory
         from .distill.worker import ModelRecipe, train_distributed
 
@@ -466,7 +548,7 @@ def _student_stage(run, options, data, sizing, teacher: TeacherResult | None, lo
         teacher_model = load_teacher_model(run, teacher, data.spec, trust_pickle=True) if online else None
         train_result = train(
             model, splits.x_train, splits.y_train, splits.x_val, splits.y_val, cfg, kd, teacher_logits, run.path(f"distill/{name}.ckpt"), name,
-            teacher=teacher_model,
+            teacher=teacher_model, views=views,
         )
     with run.atomic_path(f"distill/{name}.pt") as tmp:
         torch.save(model.state_dict(), tmp)
@@ -496,21 +578,27 @@ def _convert_stage(run, options, data, sizing, student, teacher):
     from .convert import contract_from_spec, convert_student, export_onnx
     from .data.splits import balanced_subset
 
-    splits = _splits(run, data)
+    splits = _student_splits(run, data, sizing)
     model = load_student_model(run, student, sizing, data.spec)
     # The quality gate's "more calibration" rung: a larger, differently seeded class-balanced draw from the
     # training split (never validation or test data).
     more = balanced_subset(splits.y_train, min(len(splits.y_train), 4 * len(splits.y_calib)), options.seed + 2)
     result = convert_student(
-        model, data.spec.input_shape, splits.x_calib, splits.x_val, run, subdir="student",
+        model, getattr(model, "input_shape", data.spec.input_shape), splits.x_calib, splits.x_val, run, subdir="student",
         check_y=splits.y_val, calib_y=splits.y_calib, contract=contract_from_spec(data.spec),
         more_calib_x=splits.x_train[more], max_int8_drop=options.max_int8_drop, threads=os.cpu_count() or 1,
     )
     # The teacher goes to ONNX too, so it can be benchmarked in the same kind of separate process.
+    files = [run.path(f.path) for f in result.files]
+    if data.spec.task == "text":
+        from .text_stages import export_teacher_onnx, write_student_tokenizer
+
+        files.append(write_student_tokenizer(run, data, sizing.chosen))  # ships with the model: the device tokenizes with it
+        onnx_path = export_teacher_onnx(run, teacher, data.spec, _splits(run, data))
+        return result, files + ([onnx_path] if onnx_path else [])
     teacher_model = load_teacher_model(run, teacher, data.spec, trust_pickle=True)  # already vetted in the teacher stage
     export_onnx(teacher_model, data.spec.input_shape, run.path("teacher/teacher.onnx"))
-    files = [run.path(f.path) for f in result.files] + [run.path("teacher/teacher.onnx")]
-    return result, files
+    return result, files + [run.path("teacher/teacher.onnx")]
 
 
 def _verify_stage(run, options, data, sizing, teacher, baseline, student, conversion):
@@ -519,7 +607,11 @@ def _verify_stage(run, options, data, sizing, teacher, baseline, student, conver
     from .verify import Scored, build_ledger, median_ms, torch_latency_ms
 
     splits = _splits(run, data)
-    x = splits.x_test
+    x = x_teacher = splits.x_test
+    if data.spec.task == "text":  # the teacher reads its own token ids, the students theirs
+        from .text_stages import teacher_inputs
+
+        x_teacher, x = teacher_inputs(run, teacher, splits, "test"), _student_splits(run, data, sizing).x_test
     threads = os.cpu_count() or 1
     teacher_model = load_teacher_model(run, teacher, data.spec, trust_pickle=True)
     scored = []
@@ -528,7 +620,8 @@ def _verify_stage(run, options, data, sizing, teacher, baseline, student, conver
         ("student (no KD)", "nokd_torch_fp32", baseline, load_student_model(run, baseline, sizing, data.spec)),
         ("student (KD)", "torch_fp32", student, load_student_model(run, student, sizing, data.spec)),
     ):
-        scored.append(Scored(name, variant, "torch", predict_logits(model, x), None, trained.params, "float32", torch_latency_ms(model, x, threads=threads)))
+        xs = x_teacher if model is teacher_model else x
+        scored.append(Scored(name, variant, "torch", predict_logits(model, xs), None, trained.params, "float32", torch_latency_ms(model, xs, threads=threads)))
     for f in conversion.files:
         path = run.path(f.path)
         latencies: list[float] = []
@@ -546,11 +639,13 @@ def _verify_stage(run, options, data, sizing, teacher, baseline, student, conver
     return result, [run.path("verify/ledger.json")]
 
 
-def _bench_stage(run, options, profile, data, conversion):
+def _bench_stage(run, options, profile, data, conversion, sizing=None, teacher=None):
     import numpy as np
 
     from .bench import BenchSuite, bench_model, describe_host
 
+    if data.spec.task == "text":
+        return _text_bench_stage(run, options, profile, data, conversion, sizing, teacher)
     splits = _splits(run, data)
     # The agent reads test data already in each model's input layout: NCHW for ONNX, NHWC for TFLite.
     with run.atomic_path("bench/test_nchw.npz") as tmp:
@@ -574,6 +669,38 @@ def _bench_stage(run, options, profile, data, conversion):
     return suite, [run.path("bench/results.json")]
 
 
+def _text_bench_stage(run, options, profile, data, conversion, sizing, teacher):
+    """As ``_bench_stage``, with integer token ids: the student's (int32) and, when it exported, the teacher's own."""
+    import numpy as np
+
+    from .bench import BenchSuite, bench_model, describe_host
+    from .text_stages import teacher_inputs
+
+    splits = _splits(run, data)
+    student_x = _student_splits(run, data, sizing).x_test
+    with run.atomic_path(TEXT_TEST_NPZ) as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, x=student_x, y=splits.y_test)
+    threads = min(profile.threads, os.cpu_count() or 1)
+    targets = []
+    if run.path("teacher/teacher.onnx").is_file():
+        with run.atomic_path("bench/teacher_test_ids.npz") as tmp:
+            with open(tmp, "wb") as fh:
+                np.savez(fh, x=teacher_inputs(run, teacher, splits, "test"), y=splits.y_test)
+        targets.append(("teacher (ONNX Runtime fp32)", run.path("teacher/teacher.onnx"), "bench/teacher_test_ids.npz"))
+    targets += [(f"student {f.variant}", run.path(f.path), TEXT_TEST_NPZ) for f in conversion.files if f.variant.startswith("tflite")]
+    results = []
+    for label, path, npz in get_console().progress(targets, len(targets), "bench models"):
+        runner = "local" if path.suffix == ".onnx" else options.runner
+        results.append(bench_model(path, threads, options.bench_warmup, options.bench_runs, run.path(npz), runner=runner))
+    suite = BenchSuite(labels=tuple(t[0] for t in targets), results=tuple(results), threads=threads, host=describe_host())
+    run.write_json("bench/results.json", to_jsonable(suite))
+    return suite, [run.path("bench/results.json")]
+
+
+TEXT_TEST_NPZ = "bench/test_ids.npz"  # the student's int32 token ids and labels of the test split
+
+
 def _int8_file(conversion):
     """The quantized file that passed the quality gate (full INT8 unless the gate had to escalate)."""
     return conversion.file(conversion.deploy_variant or "tflite_int8")
@@ -583,7 +710,8 @@ def _fidelity_stage(run, options, profile, conversion):
     from .bench import cross_runtime_fidelity
 
     threads = min(profile.threads, os.cpu_count() or 1)
-    result = cross_runtime_fidelity(run.path(_int8_file(conversion).path), run.path("bench/test_nhwc.npz"), options.runner, threads)
+    npz = TEXT_TEST_NPZ if run.path(TEXT_TEST_NPZ).is_file() and run.path("student/tokenizer.json").is_file() else "bench/test_nhwc.npz"
+    result = cross_runtime_fidelity(run.path(_int8_file(conversion).path), run.path(npz), options.runner, threads)
     run.write_json("bench/fidelity.json", to_jsonable(result))
     return result, [run.path("bench/fidelity.json")]
 
@@ -595,7 +723,17 @@ def _bundle_stage(run, profile, data, conversion, verified):
     shape = tuple(spec.input_shape)
     # Images are (C, H, W) for torch and NHWC in the .tflite file; other inputs keep their shape.
     nhwc = (1, shape[1], shape[2], shape[0]) if spec.task == "vision" and len(shape) == 3 else (1, *shape)
+    extra: tuple[str, ...] = ()
+    if spec.task == "text":  # the device tokenizes with the student's tokenizer file and export/tokenizer.py
+        import importlib.resources
+
+        from .data.tokenizer import WordTokenizer
+
+        tokenizer = run.path("student/tokenizer.json")
+        nhwc = (1, WordTokenizer.load(tokenizer).seq_len)
+        extra = (str(tokenizer), str(importlib.resources.files("edge_distill.export") / "tokenizer.py"))
     facts = ModelFacts(
+        extra_files=extra,
         name=f"{spec.name}-{profile.name}", task=spec.task, class_names=tuple(spec.class_names), input_shape_nhwc=nhwc,
         pixel_scale=getattr(spec, "pixel_scale", 1.0), mean=getattr(spec, "mean", 0.0), std=getattr(spec, "std", 1.0),
         variant=int8.variant,

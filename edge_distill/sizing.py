@@ -39,6 +39,8 @@ class Cost:
     n_ops: int
     act_elems: int  # activation elements written by all operators (memory traffic)
     latency_ms: float  # estimated on the profile, not measured
+    dw_macs: int = 0  # the part of ``macs`` done by depthwise convolutions
+    conv_positions: int = 0  # output spatial positions summed over the convolutions
 
 
 @dataclass(frozen=True)
@@ -68,30 +70,50 @@ class ProxyTrial:
     seconds: float
 
 
-_COUNTED = (nn.Conv2d, nn.Linear, nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d)
+_COUNTED = (nn.Conv2d, nn.Conv1d, nn.Linear, nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d)
+
+
+def example_input(model: nn.Module, spec: DataSpec) -> torch.Tensor:
+    """One all-zeros input: images as the spec says; token ids (int32) at the text student's own length."""
+    if spec.task == "text":
+        return torch.zeros((1, *getattr(model, "input_shape", spec.input_shape)), dtype=torch.int32)
+    return torch.zeros((1, *spec.input_shape))
 
 
 def measure_cost(model: nn.Module, spec: DataSpec, profile: DeviceProfile) -> Cost:
-    macs, arena, n_ops, channels, act_elems = 0, 0, 0, 0, 0
+    macs, arena, n_ops, channels, act_elems, dw_macs, positions = 0, 0, 0, 0, 0, 0, 0
 
     def hook(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
-        nonlocal macs, arena, n_ops, channels, act_elems
+        nonlocal macs, arena, n_ops, channels, act_elems, dw_macs, positions
         n_ops += 1
         act_elems += output.numel()
         live = inputs[0].numel() + output.numel()  # int8: one byte per element
         arena = max(arena, live)
         if isinstance(module, nn.Conv2d):
             kh, kw = module.kernel_size
-            macs += output.numel() * (module.in_channels // module.groups) * kh * kw
+            conv_macs = output.numel() * (module.in_channels // module.groups) * kh * kw
+            macs += conv_macs
+            if module.groups > 1 and module.groups == module.in_channels:
+                dw_macs += conv_macs
+            positions += output.numel() // module.out_channels
+            channels += module.out_channels
+        elif isinstance(module, nn.Conv1d):  # text convolutions over tokens
+            macs += output.numel() * (module.in_channels // module.groups) * module.kernel_size[0]
             channels += module.out_channels
         elif isinstance(module, nn.Linear):
-            macs += module.in_features * module.out_features
+            # Applied to every token of a text model's (1, L, d) input; once for an image head.
+            macs += module.in_features * module.out_features * (output.numel() // module.out_features)
             channels += module.out_features
 
+    def matmul_hook(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
+        nonlocal macs
+        macs += module.matmul_macs(inputs[0])  # attention's activation x activation products (models/text.py)
+
     handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, _COUNTED)]
+    handles += [m.register_forward_hook(matmul_hook) for m in model.modules() if hasattr(m, "matmul_macs")]
     try:
         with torch.no_grad():
-            model.eval()(torch.zeros((1, *spec.input_shape)))
+            model.eval()(example_input(model, spec))
     finally:
         for h in handles:
             h.remove()
@@ -100,8 +122,8 @@ def measure_cost(model: nn.Module, spec: DataSpec, profile: DeviceProfile) -> Co
     bn = sum(p.numel() for m in model.modules() if isinstance(m, nn.BatchNorm2d) for p in m.parameters())
     model_bytes = (params - bn) + TFLITE_FIXED_BYTES + BYTES_PER_CHANNEL * channels
     n_ops += 2  # the reshape before the head and the final output op
-    latency = profile.estimate_latency_ms(macs, n_ops, act_elems)
-    return Cost(params, model_bytes, macs, arena, n_ops, act_elems, round(latency, 4))
+    latency = profile.estimate_latency_ms(macs, n_ops, act_elems, dw_macs=dw_macs, conv_positions=positions)
+    return Cost(params, model_bytes, macs, arena, n_ops, act_elems, round(latency, 4), dw_macs, positions)
 
 
 def check_budgets(cost: Cost, profile: DeviceProfile, max_params: int) -> tuple[str, ...]:
@@ -155,6 +177,7 @@ def proxy_select(
     close (e.g. a deeper-narrower against a shallower-wider network).  Ties go to the larger candidate.
     """
     from .distill import KDConfig, TrainConfig, train
+    from .models.text import student_inputs
 
     fitting = sorted((c for c in result.candidates if c.fits), key=_capacity, reverse=True)[:top_k]
     trials = []
@@ -164,8 +187,9 @@ def proxy_select(
         torch.manual_seed(seed)
         model = build_student(cand.config, spec)
         t0 = time.perf_counter()
+        fit = lambda x, c=cand.config: student_inputs(c, x)  # noqa: E731 -- a text candidate reads ids of its own vocabulary/length
         run = train(
-            model, splits.x_train, splits.y_train, splits.x_val, splits.y_val,
+            model, fit(splits.x_train), splits.y_train, fit(splits.x_val), splits.y_val,
             TrainConfig(epochs=epochs, seed=seed), KDConfig(loss="ce"), None,
             workdir / f"proxy{rank}.ckpt", f"proxy {rank + 1}/{len(fitting)} {cand.config.label()}",
         )

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Classify images with the bundled model.tflite: numpy + a TFLite runtime only (no torch, no TensorFlow).
+"""Classify images (or texts) with the bundled model.tflite: numpy + a TFLite runtime only (no torch, no TensorFlow).
 
 Part of the Raspberry Pi bundle that edge-distill writes; it reads ``model.tflite``, ``labels.txt`` and
 ``preprocess.json`` from its own directory.
@@ -9,6 +9,13 @@ Part of the Raspberry Pi bundle that edge-distill writes; it reads ``model.tflit
     python3 infer.py data.npz --normalized      # x already normalized in the model's layout (NHWC)
     python3 infer.py data.npz --json            # one JSON object: predictions, labels, accuracy
     python3 infer.py --verify                   # check every file against manifest.json's sha256
+
+Text bundles (preprocess.json task "text-classification") take texts instead, tokenized by tokenizer.py
+with the bundled tokenizer.json exactly as in training:
+
+    python3 infer.py texts.txt                  # one text per line
+    python3 infer.py data.jsonl                 # {"text": ..., "label": ...} per line: prints accuracy
+    python3 infer.py --text "a small domesticated carnivore"
 
 Raw pixels are normalized exactly as during training, ``x = ((p / pixel_scale) - mean) / std``, then
 quantized with the input tensor's scale and zero point when the model takes int8/uint8.
@@ -78,6 +85,17 @@ class Classifier:
         self.inp = self.interp.get_input_details()[0]
         self.out = self.interp.get_output_details()[0]
 
+    @property
+    def is_text(self) -> bool:
+        return self.pre.get("task") == "text-classification"
+
+    def tokenize(self, texts):
+        """Texts → int32 ids with the bundle's tokenizer.json (tokenizer.py sits next to this file)."""
+        sys.path.insert(0, HERE)
+        from tokenizer import Tokenizer
+
+        return Tokenizer.from_file(os.path.join(HERE, self.pre["tokenizer"])).encode(texts)
+
     def normalize(self, raw):
         """Raw pixels (N, H, W[, C]) → float32 NHWC, the same arithmetic (in float32) as training."""
         np = self.np
@@ -119,7 +137,8 @@ class Classifier:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description="Classify images with the bundled TFLite model.")
-    p.add_argument("data", nargs="?", help=".npy of raw images, or .npz with x (and optionally y labels)")
+    p.add_argument("data", nargs="?", help=".npy of raw images, or .npz with x (and optionally y labels); text bundles: .txt or .jsonl")
+    p.add_argument("--text", action="append", help="text bundles: a text to classify (repeatable)")
     p.add_argument("--normalized", action="store_true", help="x is already normalized, in NHWC")
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
@@ -127,13 +146,27 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     if args.verify:
         return verify(HERE)
-    if not args.data:
-        p.error("give a .npy/.npz file of images (or --verify)")
+    if not args.data and not args.text:
+        p.error("give a .npy/.npz file of images, texts (.txt/.jsonl or --text), or --verify")
 
     import numpy as np
 
     y = None
-    if args.data.endswith(".npz"):
+    clf = Classifier(HERE, max(1, args.threads))
+    if clf.is_text:
+        texts, names = list(args.text or []), []
+        if args.data and args.data.endswith(".jsonl"):
+            with open(args.data, encoding="utf-8") as fh:
+                rows = [json.loads(line) for line in fh if line.strip()]
+            texts += [r["text"] for r in rows]
+            names = [str(r["label"]) for r in rows if "label" in r]
+        elif args.data:
+            with open(args.data, encoding="utf-8") as fh:
+                texts += [line.rstrip("\n") for line in fh if line.strip()]
+        if names and len(names) == len(texts):
+            y = np.array([clf.labels.index(n) if n in clf.labels else -1 for n in names])
+        x = clf.tokenize(texts)
+    elif args.data.endswith(".npz"):
         with np.load(args.data, allow_pickle=False) as data:
             if "x" not in data.files:
                 sys.exit("error: {} has no array 'x'.\nhint: numpy.savez(path, x=images, y=labels)".format(args.data))
@@ -141,8 +174,8 @@ def main(argv=None) -> int:
             y = data["y"].reshape(-1) if "y" in data.files else None
     else:
         x = np.load(args.data, allow_pickle=False)
-    clf = Classifier(HERE, max(1, args.threads))
-    x = np.asarray(x, np.float32) if args.normalized else clf.normalize(x)
+    if not clf.is_text:
+        x = np.asarray(x, np.float32) if args.normalized else clf.normalize(x)
     t0 = time.perf_counter()
     scores = clf.scores(x)
     seconds = time.perf_counter() - t0

@@ -85,6 +85,46 @@ def test_changed_kd_settings_redo_only_what_depends_on_them(demo, tmp_path):
     assert new_lines.count("student_kd: resuming") == 0
 
 
+def test_vgg_teacher_and_view_bank(demo, tmp_path):
+    out, _ = demo
+    copy = tmp_path / "views"
+    subprocess.run(["cp", "-r", str(out), str(copy)], check=True)
+    args = ["--teacher-arch", "vgg", "--teacher-views", "2", "--augment-shift", "1"]
+    assert main(["build", "--profile", "rpi4", "--out", str(copy), *FAST, *args]) == 0
+    report = json.loads((copy / "report.json").read_text())
+    times = {t["stage"]: t["reused"] for t in report["stage_times"]}
+    assert times["data"] and not times["teacher"] and not times["baseline"] and not times["distill"]
+    log = (copy / "build.log").read_text()
+    assert "built-in vgg teacher" in log and "teacher on 2 views" in log
+    # No online teacher: the views and the teacher's outputs on them came from the bank.
+    assert "vgg" in report["teacher"]["source"]
+    assert report["students"]["kd"]["test_accuracy"] > 0.9 and report["students"]["baseline"]["test_accuracy"] > 0.9
+
+
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["--teacher-views", "3"], ["needs augmentation", "--augment-shift"]),
+        (["--teacher-views", "-1"], ["--teacher-views must be ≥ 0"]),
+        (["--teacher-arch", "resnet"], ["invalid choice", "vgg"]),
+    ],
+)
+def test_bad_teacher_options(tmp_path, capsys, args, words):
+    with pytest.raises(SystemExit) if "--teacher-arch" in args else _no_raise():
+        code = main(["build", "--out", str(tmp_path / "run"), *args, *FAST])
+        assert code != 0
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    for w in words:
+        assert w in err
+
+
+def _no_raise():
+    import contextlib
+
+    return contextlib.nullcontext()
+
+
 def test_teacher_from_a_torchscript_file(demo, tmp_path):
     from edge_distill.models.teacher import builtin_teacher
     from edge_distill.data import prepare

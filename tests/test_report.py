@@ -185,4 +185,4 @@ def test_markdown_and_html_are_drawn_from_the_same_numbers(run):
     for row in report["ledger"]["rows"]:
         pct = f"{100 * row['accuracy']:.2f}%"
         assert pct in md and pct in html
-    assert np.isclose(report["ledger"]["int8_drop_points"], float(re.search(r"lost <b>([\d.]+)</b>", html).group(1)), atol=0.005)
+    assert np.isclose(report["ledger"]["int8_drop_points"], float(re.search(r"lost <b>(-?[\d.]+)</b>", html).group(1)), atol=0.005)

@@ -4,7 +4,7 @@ from torch import nn
 
 from edge_distill.data import DataSpec
 from edge_distill.errors import SizingError
-from edge_distill.models.students import STUDENT_FAMILIES, StudentConfig, build_student
+from edge_distill.models.students import STUDENT_FAMILIES, StudentConfig, build_student, family_names
 from edge_distill.profiles import builtin_names, load_profile
 from edge_distill.sizing import choose_student, measure_cost
 
@@ -21,7 +21,7 @@ def test_macs_are_counted_from_the_layers():
     assert cost.act_elems == 256 + 4 + 10  # conv, pool and linear outputs
 
 
-@pytest.mark.parametrize("family", STUDENT_FAMILIES.names())
+@pytest.mark.parametrize("family", family_names("vision"))
 @pytest.mark.parametrize("profile", builtin_names())
 def test_every_profile_gets_a_student_within_its_budgets(family, profile):
     prof = load_profile(profile)
@@ -34,7 +34,7 @@ def test_every_profile_gets_a_student_within_its_budgets(family, profile):
     assert all(c.cost.params <= cost.params for c in result.candidates if c.fits)
 
 
-@pytest.mark.parametrize("family", STUDENT_FAMILIES.names())
+@pytest.mark.parametrize("family", family_names("vision"))
 def test_candidates_build_and_run(family):
     for config in STUDENT_FAMILIES.get(family).candidates(SPEC):
         out = build_student(config, SPEC)(torch.zeros(2, 1, 8, 8))
@@ -55,16 +55,33 @@ def test_bad_student_config():
 def test_rate_fit_recovers_known_rates_from_exact_timings():
     from edge_distill.calibrate import ProbePoint, fit_rates
 
-    int8, fp32, per_op, per_elem = 12.0, 20.0, 5.0, 2.0  # GMAC/s, GMAC/s, us, ns
-    shapes = [(10_000, 6, 900), (2_000_000, 8, 20_000), (40_000_000, 9, 90_000), (300_000, 12, 50_000), (80_000, 7, 4_000)]
+    # GMAC/s dense int8, dense fp32, depthwise; us/op; ns/element; ns/conv position
+    int8, fp32, dw, per_op, per_elem, per_pos = 12.0, 20.0, 3.0, 5.0, 2.0, 7.0
+    shapes = [  # (MACs, of which depthwise, ops, activation elements, conv positions)
+        (10_000, 0, 6, 900, 100), (2_000_000, 0, 8, 20_000, 900), (40_000_000, 0, 9, 90_000, 2_000),
+        (300_000, 60_000, 12, 50_000, 4_000), (80_000, 20_000, 7, 4_000, 800), (5_000_000, 400_000, 15, 150_000, 9_000),
+        (1_000_000, 0, 4, 3_000, 20_000),
+    ]
+
+    def exact_ms(macs, dw_macs, ops, elems, pos, prec):
+        rate = int8 if prec == "int8" else fp32
+        return ((macs - dw_macs) / (rate * 1e9) + dw_macs / (dw * 1e9)) * 1e3 + ops * per_op / 1e3 + elems * per_elem / 1e6 + pos * per_pos / 1e6
+
     points = [
-        ProbePoint(f"p{i}", prec, macs, ops, elems,
-                   macs / ((int8 if prec == "int8" else fp32) * 1e9) * 1e3 + ops * per_op / 1e3 + elems * per_elem / 1e6)
-        for i, (macs, ops, elems) in enumerate(shapes)
+        ProbePoint(f"p{i}", prec, macs, ops, elems, exact_ms(macs, dw_macs, ops, elems, pos, prec), dw_macs=dw_macs, conv_positions=pos)
+        for i, (macs, dw_macs, ops, elems, pos) in enumerate(shapes)
         for prec in ("int8", "fp32")
     ]
     got = fit_rates(points)
-    assert got == pytest.approx((int8, fp32, per_op, per_elem), rel=1e-6)
+    assert (got.int8_gmacs, got.fp32_gmacs, got.dw_gmacs, got.per_op_us, got.act_ns_per_elem, got.ns_per_position) == pytest.approx(
+        (int8, fp32, dw, per_op, per_elem, per_pos), rel=1e-4)
+
+
+def test_a_fit_without_depthwise_probes_leaves_the_depthwise_rate_unmodelled():
+    from edge_distill.calibrate import ProbePoint, fit_rates
+
+    points = [ProbePoint(f"p{i}", "int8", macs, 5, 1_000, macs / 10e9 * 1e3 + 0.005) for i, macs in enumerate((1e4, 1e6, 1e7, 1e8))]
+    assert fit_rates(points).dw_gmacs == 0.0  # 0 = use the dense rate, never "infinitely fast"
 
 
 def test_smaller_device_gets_a_smaller_or_equal_student():

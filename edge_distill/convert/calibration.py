@@ -68,7 +68,7 @@ def contract_from_spec(spec) -> InputContract:
     if task == "text":
         vocab = getattr(spec, "vocab_size", None)
         return InputContract(
-            dtype="int64", low=0, high=(vocab - 1) if vocab and vocab > 1 else None,
+            dtype="int32", low=0, high=(vocab - 1) if vocab and vocab > 1 else None,
             num_classes=getattr(spec, "num_classes", None), source=f"token ids of {spec.name}",
         )
     if task != "vision" or not hasattr(spec, "pixel_scale"):

@@ -20,18 +20,19 @@ INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
 
 
-def export_onnx(model: torch.nn.Module, input_shape: tuple[int, ...], path: Path) -> Path:
+def export_onnx(model: torch.nn.Module, input_shape: tuple[int, ...], path: Path, input_dtype: str = "float32") -> Path:
     """Write ``model`` as ONNX with a static batch of 1 and tensors named ``input`` / ``logits``.
 
-    ``input_shape`` excludes the batch, e.g. ``(1, 28, 28)`` for NCHW images.  The file appears at
-    ``path`` only once it is complete.
+    ``input_shape`` excludes the batch, e.g. ``(1, 28, 28)`` for NCHW images or ``(40,)`` for token ids;
+    ``input_dtype`` is the graph input's type (``int32`` for token ids).  The file appears at ``path`` only
+    once it is complete.
     """
     import torch
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
-    example = torch.zeros((1, *input_shape), dtype=torch.float32, device=device)
+    example = torch.zeros((1, *input_shape), dtype=getattr(torch, input_dtype), device=device)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
     os.close(fd)
     tmp = Path(tmp_name)

@@ -189,7 +189,8 @@ def convert_student(
         with _scratch_tempdir(work):
             # ---- torch -> ONNX -------------------------------------------------------------------
             console.stage("convert", f"torch -> ONNX (opset {OPSET}, static batch 1)")
-            onnx_path = export_onnx(model, input_shape, work / FILE_NAMES["onnx_fp32"])
+            # Token ids keep their integer type into the graph (a Gather index); images are float32.
+            onnx_path = export_onnx(model, input_shape, work / FILE_NAMES["onnx_fp32"], input_dtype=check_x.dtype.name if check_x.dtype.kind in "iu" else "float32")
             built["onnx_fp32"] = onnx_path
             torch_logits = _torch_logits(model, check_x)
             onnx_logits = run_onnx(onnx_path, check_x, threads)

@@ -14,11 +14,11 @@ SPLITS = ("train", "val", "test", "calib")
 
 @dataclass(frozen=True)
 class DataSpec:
-    """Everything downstream needs to know about a vision dataset, including how to reproduce its input."""
+    """Everything downstream needs to know about a dataset, including how to reproduce its input."""
 
     name: str
-    task: str  # "vision"
-    input_shape: tuple[int, int, int]  # (C, H, W) as the torch models see it
+    task: str  # "vision" or "text"
+    input_shape: tuple[int, ...]  # (C, H, W) images as the torch models see them; (seq_len,) token ids for text
     num_classes: int
     class_names: tuple[str, ...]
     # A raw pixel p becomes ((p / pixel_scale) - mean) / std; the bundle and the device agent need this.
@@ -26,6 +26,9 @@ class DataSpec:
     mean: float
     std: float
     source: str  # where the data came from, for the report
+    # Text: token ids 0..vocab_size-1 of the data stage's tokenizer ([PAD] = 0, [UNK] = 1); pixel_scale,
+    # mean and std are then 1, 0, 1 (ids are not normalized).
+    vocab_size: int = 0
 
     def __post_init__(self) -> None:
         if self.num_classes < 2 or len(self.class_names) != self.num_classes:
@@ -33,13 +36,18 @@ class DataSpec:
                 f"Dataset {self.name!r} has {self.num_classes} classes and {len(self.class_names)} class names.",
                 "A classification dataset needs at least 2 classes and one name per class.",
             )
+        if self.task == "text" and (len(self.input_shape) != 1 or self.vocab_size < 3):
+            raise DataError(
+                f"Text dataset {self.name!r} has input shape {self.input_shape} and vocabulary {self.vocab_size}.",
+                "A text dataset's input is (seq_len,) token ids from a vocabulary of at least [PAD], [UNK] and one word.",
+            )
         if self.std <= 0:
             raise DataError(f"Dataset {self.name!r} has zero pixel variance.", "Check that the images are not all blank.")
 
 
 @dataclass(frozen=True)
 class Splits:
-    """Normalized float32 NCHW images and int64 labels for each split."""
+    """Inputs and int64 labels for each split: normalized float32 NCHW images, or int32 token ids (N, seq_len)."""
 
     x_train: np.ndarray
     y_train: np.ndarray

@@ -28,7 +28,9 @@ from ..errors import ConfigError
 from . import ddp
 from .augment import augment
 from .features import capture_features, feature_channels
+from .layout import set_memory_format
 from .losses import LOSSES, KDBatch, KDConfig
+from .views import ViewBank, draw_views
 
 
 @dataclass(frozen=True)
@@ -102,6 +104,7 @@ def train(
     desc: str,
     distributed: bool = False,
     teacher: nn.Module | None = None,
+    views: ViewBank | None = None,
 ) -> TrainResult:
     """Train ``model`` in place; on return it holds the weights of the epoch with the best validation accuracy.
 
@@ -111,7 +114,10 @@ def train(
     """
     loss_spec = LOSSES.get(kd.loss)
     augmenting = cfg.augment_shift > 0 or cfg.augment_flip
-    needs_online = loss_spec.needs_teacher and (augmenting or loss_spec.needs_features)
+    if views is not None:
+        _check_view_bank(views, x_train, loss_spec.needs_features, augmenting, distributed)
+        teacher, teacher_logits = None, None  # every teacher output comes from the bank
+    needs_online = loss_spec.needs_teacher and (augmenting or loss_spec.needs_features) and views is None
     online = loss_spec.needs_teacher and teacher is not None and (needs_online or teacher_logits is None)
     if needs_online and teacher is None:
         raise ConfigError(
@@ -119,7 +125,7 @@ def train(
             "not only its cached logits.",
             "Pass the teacher module (the pipeline does), or train without augmentation using --kd-loss logit.",
         )
-    if loss_spec.needs_teacher and not online and teacher_logits is None:
+    if loss_spec.needs_teacher and not online and teacher_logits is None and views is None:
         raise ConfigError(f"KD loss {kd.loss!r} needs teacher logits.", "Pass a teacher, or use the 'ce' loss.")
     if online and distributed:
         raise ConfigError("An online teacher (augmentation or feature KD) is not supported with --nproc > 1 yet.", "Use --nproc 1.")
@@ -133,7 +139,8 @@ def train(
     extra = None
     if loss_spec.make_module is not None:
         shape = tuple(x_train.shape[1:])
-        extra = loss_spec.make_module(feature_channels(model, shape), feature_channels(teacher, shape)).to(dev)
+        teacher_channels = int(views.maps.shape[2]) if views is not None else feature_channels(teacher, shape)
+        extra = loss_spec.make_module(feature_channels(model, shape), teacher_channels).to(dev)
     params = list(model.parameters()) + (list(extra.parameters()) if extra is not None else [])
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = -(-len(x_train) // cfg.batch_size)
@@ -156,6 +163,11 @@ def train(
         start_epoch, elapsed = state["epoch"], state["seconds"]
         console.info(f"{desc}: resuming after epoch {start_epoch}/{cfg.epochs}")
 
+    # Channels-last convolutions run faster on CPU (see layout.py); the model goes back to the default
+    # layout before it is returned.
+    images = x_train.ndim == 4
+    if images:
+        set_memory_format(torch.channels_last, model, extra, teacher)
     net: nn.Module = model
     if world is not None:
         from torch.nn.parallel import DistributedDataParallel
@@ -176,7 +188,8 @@ def train(
             extra.train()
         if teacher is not None:
             teacher.eval()
-        views = torch.Generator().manual_seed(cfg.seed * 7_919 + epoch)  # the augmented views, per (seed, epoch)
+        view_rng = torch.Generator().manual_seed(cfg.seed * 7_919 + epoch)  # the augmented views, per (seed, epoch)
+        chosen = draw_views(views, cfg.seed, epoch).numpy() if views is not None else None
         sums = {"loss": 0.0, "ce": 0.0, "kd": 0.0, "feat": 0.0}
         batches = range(0, len(order), cfg.batch_size)
         for start in console.progress(batches, total=len(batches), desc=f"{desc} epoch {epoch + 1}/{cfg.epochs}"):
@@ -185,11 +198,23 @@ def train(
             n_mine = len(idx)
             if n_mine == 0:  # a last batch smaller than the world: still join the all-reduce, with zero weight
                 idx = batch[:1]
-            xb = xt[idx].to(dev)
+            cached_logits = tt[idx] if tt is not None and not online else None
+            cached_map = None
+            if views is not None:
+                rows, which = idx.numpy(), chosen[idx.numpy()]
+                xb = torch.from_numpy(views.x[which, rows])
+                cached_logits = torch.from_numpy(views.logits[which, rows])
+                if loss_spec.needs_features:
+                    cached_map = torch.from_numpy(views.maps[which, rows]).float().to(dev)
+            else:
+                xb = xt[idx]
+            xb = xb.to(dev)
             if augmenting:
-                xb = augment(xb, views, cfg.augment_shift, cfg.augment_flip, cfg.background)
+                xb = augment(xb, view_rng, cfg.augment_shift, cfg.augment_flip, cfg.background)
+            if images:
+                xb = xb.contiguous(memory_format=torch.channels_last)
             parts = _step_loss(net, model, teacher if online else None, extra, xb, yt[idx].to(dev),
-                               tt[idx].to(dev) if tt is not None and not online else None, loss_spec, kd)
+                               cached_logits.to(dev) if cached_logits is not None else None, loss_spec, kd, cached_map)
             loss = parts["loss"]
             if world is not None:
                 # DDP averages gradients over ranks; weighting by this rank's share makes that average the
@@ -216,12 +241,14 @@ def train(
             _save_checkpoint(checkpoint, model, optimizer, scheduler, best_state, best_acc, best_epoch, history, epoch + 1, elapsed, extra)
 
     model.load_state_dict(best_state)
+    if images:
+        set_memory_format(torch.contiguous_format, model, extra, teacher)
     model.eval()
     return TrainResult(best_epoch, best_acc, tuple(history), round(elapsed, 3))
 
 
-def _step_loss(net, model, teacher, extra, xb, yb, cached_teacher_logits, loss_spec, kd) -> dict[str, torch.Tensor]:
-    """One batch's loss parts; runs the teacher on the same view when it is online."""
+def _step_loss(net, model, teacher, extra, xb, yb, cached_teacher_logits, loss_spec, kd, cached_teacher_map=None) -> dict[str, torch.Tensor]:
+    """One batch's loss parts; runs the teacher on the same view when it is online (not cached)."""
     if not loss_spec.needs_features:
         batch = KDBatch(net(xb), yb, cached_teacher_logits)
         if teacher is not None:
@@ -230,9 +257,27 @@ def _step_loss(net, model, teacher, extra, xb, yb, cached_teacher_logits, loss_s
         return loss_spec.fn(batch, kd, extra)
     with capture_features(model) as student_maps:
         logits = net(xb)
+    if cached_teacher_map is not None:
+        return loss_spec.fn(KDBatch(logits, yb, cached_teacher_logits, student_maps[0], cached_teacher_map), kd, extra)
     with torch.no_grad(), capture_features(teacher) as teacher_maps:
         teacher_logits = teacher(xb)
     return loss_spec.fn(KDBatch(logits, yb, teacher_logits, student_maps[0], teacher_maps[0]), kd, extra)
+
+
+def _check_view_bank(views: ViewBank, x_train: np.ndarray, needs_features: bool, augmenting: bool, distributed: bool) -> None:
+    if views.x.shape[1:] != x_train.shape:
+        raise ConfigError(
+            f"The view bank holds {views.x.shape[1]} samples of shape {views.x.shape[2:]}, the training split "
+            f"{len(x_train)} of shape {x_train.shape[1:]}.",
+            "Build the bank from the same training split.",
+        )
+    if needs_features and views.maps is None:
+        raise ConfigError("Feature KD from a view bank needs the teacher's feature maps in it.", "Build the bank with with_maps=True.")
+    if augmenting:
+        raise ConfigError("A view bank already holds the augmented views; on-the-fly augmentation would break the teacher's match.",
+                          "Set augment_shift=0 and augment_flip=False when training from a view bank.")
+    if distributed:
+        raise ConfigError("View banks are not supported with --nproc > 1 yet.", "Use --nproc 1.")
 
 
 def _val_accuracy(model: nn.Module, x: np.ndarray, y: np.ndarray, world: ddp.World | None) -> float:

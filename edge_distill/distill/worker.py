@@ -41,6 +41,7 @@ class ModelRecipe:
     path: str = ""  # state_dict for "teacher"/"student" (train_distributed fills in the initial weights); the model file for "teacher_file"
     student: StudentConfig | None = None
     trust_pickle: bool = False  # the parent already vetted the file; followers only repeat its decision
+    teacher_arch: str = "cnn"  # the built-in teacher's architecture
 
     def build(self, run: RunDir) -> nn.Module:
         from ..models.students import build_student
@@ -48,7 +49,7 @@ class ModelRecipe:
 
         if self.kind == "teacher_file":
             return load_teacher_file(run.path(self.path), self.spec, self.trust_pickle)
-        model = build_student(self.student, self.spec) if self.kind == "student" else builtin_teacher(self.spec)
+        model = build_student(self.student, self.spec) if self.kind == "student" else builtin_teacher(self.spec, self.teacher_arch)
         model.load_state_dict(torch.load(run.path(self.path), map_location="cpu", weights_only=True))
         return model
 

@@ -35,15 +35,19 @@ class ConvClassifier(nn.Module):
         blocks_per_stage: int = 1,
         separable_blocks: bool = False,
         dropout: float = 0.0,
+        first_stage_blocks: int | None = None,
     ) -> None:
         super().__init__()
+        # A single conv at full resolution is a cheap stem; the convolutions that cost the most per MAC
+        # (large maps, few channels) are kept to one while the pooled stages get ``blocks_per_stage``.
+        first_blocks = blocks_per_stage if first_stage_blocks is None else first_stage_blocks
         layers: list[nn.Module] = []
         c, size = in_channels, image_size
         for stage, width in enumerate(widths):
             if stage > 0 and size >= 4:
                 layers.append(nn.MaxPool2d(2))
                 size //= 2
-            for block in range(blocks_per_stage):
+            for block in range(first_blocks if stage == 0 else blocks_per_stage):
                 # The first conv sees the raw image: a depthwise conv over 1-3 channels is too weak.
                 use_sep = separable_blocks and not (stage == 0 and block == 0)
                 layers.append(separable(c, width) if use_sep else conv_bn_relu(c, width))

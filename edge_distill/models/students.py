@@ -25,9 +25,12 @@ class StudentConfig:
     width: int  # channels of the first stage; later stages double it
     depth: int  # number of stages
     resolution: int = 0  # side length the convolutions see; 0 = the full image
+    # Text families (models/text.py): input tokens and vocabulary size; 0 for images.
+    seq_len: int = 0
+    vocab: int = 0
 
     def __post_init__(self) -> None:
-        if self.width < 1 or self.depth < 1 or self.resolution < 0:
+        if self.width < 1 or self.depth < 1 or self.resolution < 0 or self.seq_len < 0 or self.vocab < 0:
             raise ConfigError(
                 f"Student width and depth must be ≥ 1 and resolution ≥ 0, got width={self.width}, "
                 f"depth={self.depth}, resolution={self.resolution}.",
@@ -36,7 +39,8 @@ class StudentConfig:
 
     def label(self) -> str:
         res = f", resolution={self.resolution}" if self.resolution else ""
-        return f"{self.family}(width={self.width}, depth={self.depth}{res})"
+        text = f", seq_len={self.seq_len}, vocab={self.vocab}" if self.seq_len else ""
+        return f"{self.family}(width={self.width}, depth={self.depth}{res}{text})"
 
 
 @dataclass(frozen=True)
@@ -46,6 +50,7 @@ class StudentFamily:
     widths: tuple[int, ...]  # candidate first-stage widths
     depths: tuple[int, ...]  # candidate stage counts
     description: str
+    task: str = "vision"  # the data it takes: "vision" here, "text" for the families in models/text.py
 
     def candidates(self, spec: DataSpec) -> list[StudentConfig]:
         side = spec.input_shape[1]
@@ -86,6 +91,13 @@ def _build_dscnn(config: StudentConfig, spec: DataSpec) -> nn.Module:
     return _with_resolution(model, config, spec)
 
 
+def _build_vgg(config: StudentConfig, spec: DataSpec) -> nn.Module:
+    c, h, _ = spec.input_shape
+    side = config.resolution or h
+    model = ConvClassifier(c, side, spec.num_classes, _stage_widths(config), blocks_per_stage=2, first_stage_blocks=1)
+    return _with_resolution(model, config, spec)
+
+
 STUDENT_FAMILIES.register("cnn")(
     StudentFamily(
         "cnn", _build_cnn, widths=(4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128), depths=(2, 3), description="plain 3x3 conv stages"
@@ -98,6 +110,21 @@ STUDENT_FAMILIES.register("dscnn")(
     )
 )
 
+STUDENT_FAMILIES.register("vgg")(
+    StudentFamily(
+        "vgg", _build_vgg, widths=(4, 6, 8, 12, 16, 24, 32, 48, 64), depths=(2, 3),
+        description="one-conv stem, then pooled stages of two 3x3 convs (VGG-style; more depth per MAC)",
+    )
+)
+
 
 def build_student(config: StudentConfig, spec: DataSpec) -> nn.Module:
     return STUDENT_FAMILIES.get(config.family).build(config, spec)
+
+
+def family_names(task: str) -> list[str]:
+    """The registered families for ``task`` ("vision" or "text")."""
+    return [n for n in STUDENT_FAMILIES.names() if STUDENT_FAMILIES.get(n).task == task]
+
+
+from . import text as _text  # noqa: E402,F401 -- registers the text families (it imports this module's registry)

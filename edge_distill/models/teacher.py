@@ -20,10 +20,20 @@ from ..errors import TeacherError
 from .cnn import ConvClassifier
 
 
-def builtin_teacher(spec: DataSpec) -> nn.Module:
-    """A wide three-stage CNN: strong on small images and still quick to train on 2 CPU cores."""
+# The built-in teacher architectures (``--teacher-arch``).  ``cnn`` is sized for tiny inputs such as the 8x8
+# digits; ``vgg`` is the deeper recipe for 28x28-class images (Fashion-MNIST): a one-conv stem at full
+# resolution, then two convs per pooled stage — 4x the parameters of ``cnn`` for ~1.3x its training time.
+TEACHER_ARCHS = ("cnn", "vgg")
+
+
+def builtin_teacher(spec: DataSpec, arch: str = "cnn") -> nn.Module:
+    """A built-in teacher; both are plain CNNs that train on 2 CPU cores within minutes (cnn) or ~30 min (vgg)."""
     c, h, _ = spec.input_shape
-    return ConvClassifier(c, h, spec.num_classes, (32, 64, 128), blocks_per_stage=1, dropout=0.2)
+    if arch == "cnn":
+        return ConvClassifier(c, h, spec.num_classes, (32, 64, 128), blocks_per_stage=1, dropout=0.2)
+    if arch == "vgg":
+        return ConvClassifier(c, h, spec.num_classes, (32, 64, 128), blocks_per_stage=2, first_stage_blocks=1, dropout=0.2)
+    raise TeacherError(f"Unknown built-in teacher architecture {arch!r}.", f"Use one of: {', '.join(TEACHER_ARCHS)}.")
 
 
 def load_teacher_file(path: Path, spec: DataSpec, trust_pickle: bool = False) -> nn.Module:

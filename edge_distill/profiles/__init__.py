@@ -58,14 +58,21 @@ class Throughput:
     per_op_us: float  # fixed interpreter overhead per operator
     act_ns_per_elem: float  # time per activation element an operator writes (memory-bound work: pooling, large maps)
     source: str  # where the rates come from: a publication, a derivation, or a measurement
+    # Optional refinements, fitted by `profiles calibrate` (0 = not modelled).  Depthwise convolutions do
+    # few MACs per byte moved and run at a far lower MAC rate than dense ones; and every output position of
+    # a convolution costs a fixed amount beyond its MACs (microkernel calls, indirection), which dominates
+    # narrow convolutions on large maps.
+    dw_gmacs: float = 0.0  # depthwise-convolution MAC rate; 0 = the dense rate
+    ns_per_position: float = 0.0  # per output spatial position of every convolution
 
     def __post_init__(self) -> None:
         _positive("throughput.int8_gmacs", self.int8_gmacs)
         _positive("throughput.fp32_gmacs", self.fp32_gmacs)
         if self.per_op_us < 0:
             raise ProfileError(f"throughput.per_op_us must be ≥ 0, got {self.per_op_us}.", "Use 0 or a positive number.")
-        if self.act_ns_per_elem < 0:
-            raise ProfileError(f"throughput.act_ns_per_elem must be ≥ 0, got {self.act_ns_per_elem}.", "Use 0 or a positive number.")
+        for name in ("act_ns_per_elem", "dw_gmacs", "ns_per_position"):
+            if getattr(self, name) < 0:
+                raise ProfileError(f"throughput.{name} must be ≥ 0, got {getattr(self, name)}.", "Use 0 or a positive number.")
 
 
 @dataclass(frozen=True)
@@ -89,11 +96,18 @@ class DeviceProfile:
                 "Use at most one thread per core.",
             )
 
-    def estimate_latency_ms(self, macs: int, n_ops: int, act_elems: int = 0, precision: str | None = None) -> float:
-        """Compute time at the profile's effective rate, plus per-operator dispatch, plus activation traffic."""
+    def estimate_latency_ms(self, macs: int, n_ops: int, act_elems: int = 0, precision: str | None = None,
+                            dw_macs: int = 0, conv_positions: int = 0) -> float:
+        """Compute time at the profile's effective rates, plus per-operator dispatch, plus activation traffic.
+
+        ``macs`` counts every MAC; ``dw_macs`` (a part of it) are the depthwise ones, timed at ``dw_gmacs``
+        when the profile has that rate.
+        """
         t = self.throughput
         rate = t.int8_gmacs if (precision or self.precision) == "int8" else t.fp32_gmacs
-        return macs / (rate * 1e9) * 1e3 + n_ops * t.per_op_us / 1e3 + act_elems * t.act_ns_per_elem / 1e6
+        dw_rate = t.dw_gmacs or rate
+        compute_s = (macs - dw_macs) / (rate * 1e9) + dw_macs / (dw_rate * 1e9)
+        return compute_s * 1e3 + n_ops * t.per_op_us / 1e3 + act_elems * t.act_ns_per_elem / 1e6 + conv_positions * t.ns_per_position / 1e6
 
 
 def builtin_names() -> list[str]:
@@ -143,11 +157,14 @@ def _build(cls: type, raw: Any, prefix: str) -> Any:
         raise ProfileError(
             f"unknown key '{prefix}{unknown[0]}'.", f"Allowed keys{' in [' + prefix.rstrip('.') + ']' if prefix else ''}: {', '.join(names)}."
         )
-    missing = [n for n in names if n not in raw]
+    optional = {f.name for f in dataclasses.fields(cls) if f.default is not dataclasses.MISSING}
+    missing = [n for n in names if n not in raw and n not in optional]
     if missing:
         raise ProfileError(f"missing field '{prefix}{missing[0]}'.", f"Add {prefix}{missing[0]} (see the built-in profiles).")
     values = {}
     for name in names:
+        if name not in raw:
+            continue  # an optional field: its default applies
         tp, value, field = hints[name], raw[name], f"{prefix}{name}"
         if dataclasses.is_dataclass(tp):
             values[name] = _build(tp, value, f"{field}.")

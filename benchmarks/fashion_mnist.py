@@ -1,0 +1,346 @@
+"""Fashion-MNIST: does distillation earn its keep?  Teacher, no-KD and KD students, INT8 TFLite, host latency.
+
+    .venv/bin/python benchmarks/fashion_mnist.py            # full suite (~1.5-2 h on 2 cores)
+    .venv/bin/python benchmarks/fashion_mnist.py --quick    # every step with fewer epochs (<= 15 min)
+
+Steps (each cached under runs/bench-fashion-mnist/, keyed by its settings, so a rerun resumes):
+1. teacher: the built-in ``vgg`` teacher, trained with shift+flip augmentation; its wall time is recorded.
+2. view bank: K augmented views of every training image, with the teacher's logits and feature maps on
+   each, computed once — every KD student then sees the teacher's output *on the view it trains on*
+   (consistent views, Beyer et al. 2022) without running the teacher at every step.
+3. students: one architecture (<= 100K parameters), the same epochs and views, trained without KD (ce)
+   and with each registered KD loss (logit, fitnet, attention), 3 seeds each: mean ± std test accuracy.
+4. the best run (by validation accuracy, never test) → ONNX → TFLite fp32 and full INT8, each scored on
+   the official 10,000-image test split; teacher and students timed by the device agent in a separate
+   process with the same thread count.
+
+Accuracy is on the official test split only; every choice (best epoch, best variant) uses validation.
+Writes results/fashion_mnist.json (full runs) or results/fashion_mnist_quick.json, and the BENCHMARKS.md section.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import machine, replace_section, write_results  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+PUBLISHED_BEST_UNDER_100K = 0.925  # Fashion-MNIST README benchmark table, best entry with < 100K parameters
+
+
+@dataclass(frozen=True)
+class Plan:
+    teacher_epochs: int
+    student_epochs: int
+    seeds: tuple[int, ...]
+    views: int
+    variants: tuple[str, ...] = ("ce", "logit", "fitnet", "attention")
+    student_width: int = 16  # vgg(width=16, depth=3): 70K parameters
+    student_depth: int = 3
+    temperature: float = 4.0
+    alpha: float = 0.3
+    beta: float = 1.0
+    batch_size: int = 128
+    teacher_lr: float = 3e-3
+    student_lr: float = 4e-3
+    shift: int = 2
+    flip: bool = True
+    bench_runs: int = 200
+
+
+FULL = Plan(teacher_epochs=20, student_epochs=4, seeds=(0, 1, 2), views=4)
+QUICK = Plan(teacher_epochs=2, student_epochs=1, seeds=(0, 1, 2), views=2, bench_runs=50)
+
+
+def key(*parts: object) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="every step with fewer epochs (<= 15 minutes)")
+    parser.add_argument("--work", type=Path, default=ROOT / "runs" / "bench-fashion-mnist", help="cache directory")
+    parser.add_argument("--threads", type=int, default=2, help="threads for training the teacher and for every latency measurement")
+    parser.add_argument("--student-threads", type=int, default=0,
+                        help="torch threads for the student runs (default: --threads); 1 is faster when other work shares the CPU")
+    parser.add_argument("--stop-after", choices=("teacher", "views", "students"), help="stop after this step")
+    args = parser.parse_args()
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    plan = QUICK if args.quick else FULL
+    args.work.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+
+    from edge_distill.data import prepare
+
+    spec, splits = prepare("fashion-mnist", seed=0, calib_count=500)
+    print(f"data: train {len(splits.y_train)}, val {len(splits.y_val)}, test {len(splits.y_test)} ({spec.source})", flush=True)
+    background = float(-spec.mean / spec.std)
+
+    teacher, teacher_info = train_teacher(plan, spec, splits, background, args.work)
+    if args.stop_after == "teacher":
+        return
+    bank = view_bank(plan, teacher, splits, background, args.work)
+    if args.stop_after == "views":
+        return
+    torch.set_num_threads(args.student_threads or args.threads)
+    runs = train_students(plan, spec, splits, bank, args.work)
+    torch.set_num_threads(args.threads)
+    if args.stop_after == "students":
+        return
+    deployed = convert_and_bench(plan, spec, splits, teacher, runs, args.work, args.threads)
+    summary = summarize(plan, spec, teacher_info, runs, deployed, args, time.perf_counter() - started)
+    write_results("fashion_mnist_quick" if args.quick else "fashion_mnist", summary)
+    if not args.quick:
+        replace_section("fashion-mnist", markdown(summary))
+    print(json.dumps(summary["targets"], indent=2))
+
+
+# --------------------------------------------------------------------------------------------- teacher
+
+
+def train_teacher(plan: Plan, spec, splits, background: float, work: Path):
+    import torch
+
+    from edge_distill.distill import KDConfig, TrainConfig, accuracy, train
+    from edge_distill.models.cnn import count_params
+    from edge_distill.models.teacher import builtin_teacher
+
+    tag = key("teacher", "vgg", plan.teacher_epochs, plan.batch_size, plan.teacher_lr, plan.shift, plan.flip)
+    weights, info_path = work / f"teacher-{tag}.pt", work / f"teacher-{tag}.json"
+    torch.manual_seed(0)
+    model = builtin_teacher(spec, "vgg")
+    if weights.exists() and info_path.exists():
+        model.load_state_dict(torch.load(weights, weights_only=True))
+        info = json.loads(info_path.read_text())
+        print(f"teacher: cached ({info['params']:,} params, test {info['test_accuracy']:.4f}, trained in {info['train_seconds']:.0f} s)", flush=True)
+        return model.eval(), info
+    cfg = TrainConfig(epochs=plan.teacher_epochs, batch_size=plan.batch_size, lr=plan.teacher_lr, seed=0,
+                      augment_shift=plan.shift, augment_flip=plan.flip, background=background)
+    print(f"teacher: training vgg ({count_params(model):,} params) for {plan.teacher_epochs} epochs", flush=True)
+    result = train(model, splits.x_train, splits.y_train, splits.x_val, splits.y_val, cfg, KDConfig(loss="ce"), None,
+                   work / f"teacher-{tag}.ckpt", "teacher")
+    info = {
+        "arch": "vgg", "params": count_params(model), "epochs": plan.teacher_epochs, "best_epoch": result.best_epoch,
+        "val_accuracy": result.best_val_accuracy, "test_accuracy": accuracy(model, splits.x_test, splits.y_test),
+        "train_seconds": result.seconds, "threads": torch.get_num_threads(),
+        "history": [asdict(h) for h in result.history],
+    }
+    torch.save(model.state_dict(), weights)
+    info_path.write_text(json.dumps(info, indent=2))
+    print(f"teacher: test accuracy {info['test_accuracy']:.4f} after {result.seconds:.0f} s of training", flush=True)
+    return model.eval(), info
+
+
+# ------------------------------------------------------------------------------------------- view bank
+
+
+def view_bank(plan: Plan, teacher, splits, background: float, work: Path):
+    """The teacher's outputs on ``plan.views`` views of every training image, cached as .npy files."""
+    from edge_distill.distill.views import ViewBank, build_view_bank
+
+    t0 = time.perf_counter()
+    needs_maps = any(v in ("fitnet", "attention") for v in plan.variants)
+    tag = key("bank", "vgg", plan.teacher_epochs, plan.batch_size, plan.teacher_lr, plan.shift, plan.flip, plan.views, needs_maps)
+    paths = {name: work / f"bank-{tag}-{name}.npy" for name in ("x", "logits", "maps")}
+    if all(p.exists() for name, p in paths.items() if name != "maps" or needs_maps):
+        bank = ViewBank(np.load(paths["x"]), np.load(paths["logits"]), np.load(paths["maps"]) if needs_maps else None)
+        print(f"view bank: cached ({bank.views} views)", flush=True)
+        return bank
+    bank = build_view_bank(teacher, splits.x_train, plan.views, plan.shift, plan.flip, background, seed=0, with_maps=needs_maps)
+    for name, array in (("x", bank.x), ("logits", bank.logits), ("maps", bank.maps)):
+        if array is not None:
+            tmp = paths[name].with_suffix(".part.npy")
+            np.save(tmp, array)
+            os.replace(tmp, paths[name])
+    agree = float((bank.logits[0].argmax(1) == splits.y_train).mean())
+    print(f"view bank: {plan.views} views x {bank.x.shape[1]} images in {time.perf_counter() - t0:.0f} s "
+          f"(teacher train-split accuracy on view 0: {agree:.4f})", flush=True)
+    return bank
+
+
+# -------------------------------------------------------------------------------------------- students
+
+
+def student_config(plan: Plan):
+    from edge_distill.models.students import StudentConfig
+
+    return StudentConfig("vgg", plan.student_width, plan.student_depth)
+
+
+def train_students(plan: Plan, spec, splits, bank, work: Path) -> list[dict]:
+    import torch
+
+    from edge_distill.distill import KDConfig, TrainConfig, accuracy, train
+    from edge_distill.models.cnn import count_params
+    from edge_distill.models.students import build_student
+
+    runs = []
+    for variant in plan.variants:
+        for seed in plan.seeds:
+            beta = ATTENTION_BETA if variant == "attention" else plan.beta
+            tag = key("student", asdict(plan), variant, seed, beta)
+            weights, info_path = work / f"student-{variant}-s{seed}-{tag}.pt", work / f"student-{variant}-s{seed}-{tag}.json"
+            if info_path.exists() and weights.exists():
+                info = json.loads(info_path.read_text())
+                print(f"student {variant} seed {seed}: cached (test {info['test_accuracy']:.4f})", flush=True)
+                runs.append(info)
+                continue
+            torch.manual_seed(seed)
+            model = build_student(student_config(plan), spec)
+            cfg = TrainConfig(epochs=plan.student_epochs, batch_size=plan.batch_size, lr=plan.student_lr, seed=seed)
+            kd = KDConfig(loss=variant, temperature=plan.temperature, alpha=plan.alpha, beta=beta)
+            result = train(model, splits.x_train, splits.y_train, splits.x_val, splits.y_val, cfg, kd, None,
+                           work / f"student-{variant}-s{seed}-{tag}.ckpt", f"{variant} s{seed}", views=bank)
+            info = {
+                "variant": variant, "seed": seed, "beta": beta if variant in ("fitnet", "attention") else None,
+                "params": count_params(model), "best_epoch": result.best_epoch, "val_accuracy": result.best_val_accuracy,
+                "test_accuracy": accuracy(model, splits.x_test, splits.y_test), "train_seconds": result.seconds,
+                "weights": weights.name,
+            }
+            torch.save(model.state_dict(), weights)
+            info_path.write_text(json.dumps(info, indent=2))
+            print(f"student {variant} seed {seed}: val {info['val_accuracy']:.4f}, test {info['test_accuracy']:.4f} "
+                  f"({result.seconds:.0f} s)", flush=True)
+            runs.append(info)
+    return runs
+
+
+# Attention transfer compares L2-normalised spatial maps, a term ~100x smaller than the KD loss; this
+# weight brings it to the same order (Zagoruyko & Komodakis use 1000 on their un-averaged form).
+ATTENTION_BETA = 100.0
+
+
+# ------------------------------------------------------------------------------------ deploy and time
+
+
+def convert_and_bench(plan: Plan, spec, splits, teacher, runs: list[dict], work: Path, threads: int) -> dict:
+    import torch
+
+    from edge_distill.bench import bench_model
+    from edge_distill.convert import convert_student
+    from edge_distill.convert.runtimes import run_tflite
+    from edge_distill.models.students import build_student
+    from edge_distill.rundir import RunDir
+
+    best = max(runs, key=lambda r: (r["val_accuracy"], r["variant"] != "ce"))  # chosen on validation, never test
+    model = build_student(student_config(plan), spec)
+    model.load_state_dict(torch.load(work / best["weights"], weights_only=True))
+    model.eval()
+    run = RunDir(work / "deploy")
+    out: dict = {"best_run": {k: best[k] for k in ("variant", "seed", "val_accuracy", "test_accuracy")}}
+    for name, net in (("student", model), ("teacher", teacher)):
+        print(f"convert: {name} -> ONNX -> TFLite fp32 + full INT8", flush=True)
+        conv = convert_student(net, spec.input_shape, splits.x_calib, splits.x_val, run, subdir=name, check_y=splits.y_val,
+                               variants=(), escalate=name == "student", layer_analysis=False, threads=threads)
+        for variant in ("tflite_fp32", "tflite_int8"):
+            path = run.path(conv.file(variant).path)
+            logits = run_tflite(path, splits.x_test, threads=threads)
+            bench = bench_model(path, threads, warmup=20, runs=plan.bench_runs)
+            out[f"{name}_{variant}"] = {
+                "test_accuracy": float((logits.argmax(1) == splits.y_test).mean()), "bytes": path.stat().st_size,
+                "p50_ms": bench.p50_ms, "p90_ms": bench.p90_ms, "peak_rss_mb": bench.peak_rss_mb, "where": bench.where,
+            }
+            print(f"{name} {variant}: test {out[f'{name}_{variant}']['test_accuracy']:.4f}, {path.stat().st_size / 1024:.1f} KiB, "
+                  f"p50 {bench.p50_ms:.3f} ms", flush=True)
+        if name == "student":
+            out["student_gate"] = conv.deploy_variant
+    return out
+
+
+# ------------------------------------------------------------------------------------------- summary
+
+
+def summarize(plan: Plan, spec, teacher_info: dict, runs: list[dict], deployed: dict, args, seconds: float) -> dict:
+    variants = {}
+    for variant in plan.variants:
+        accs = [r["test_accuracy"] for r in runs if r["variant"] == variant]
+        variants[variant] = {"mean": float(np.mean(accs)), "std": float(np.std(accs, ddof=1)) if len(accs) > 1 else 0.0,
+                             "runs": accs, "mean_train_seconds": float(np.mean([r["train_seconds"] for r in runs if r["variant"] == variant]))}
+    kd_best = max((v for v in plan.variants if v != "ce"), key=lambda v: variants[v]["mean"])
+    fp32, int8 = deployed["student_tflite_fp32"], deployed["student_tflite_int8"]
+    teacher_fp32 = deployed["teacher_tflite_fp32"]
+    params = runs[0]["params"]
+    targets = {
+        "int8_student_accuracy": {"value": int8["test_accuracy"], "target": ">= 0.935", "met": int8["test_accuracy"] >= 0.935},
+        "student_params": {"value": params, "target": "<= 100,000", "met": params <= 100_000},
+        "kd_gain_points": {"value": round(100 * (variants[kd_best]["mean"] - variants["ce"]["mean"]), 3), "variant": kd_best,
+                           "target": ">= +0.5 (mean of 3 seeds)", "met": variants[kd_best]["mean"] - variants["ce"]["mean"] >= 0.005},
+        "int8_vs_fp32_points": {"value": round(100 * (int8["test_accuracy"] - fp32["test_accuracy"]), 3), "target": ">= -0.3",
+                                "met": int8["test_accuracy"] - fp32["test_accuracy"] >= -0.003},
+        "student_over_teacher": {"value": round(int8["test_accuracy"] / teacher_info["test_accuracy"], 4), "target": ">= 0.97",
+                                 "met": int8["test_accuracy"] / teacher_info["test_accuracy"] >= 0.97},
+        "latency_speedup_vs_teacher_fp32": {"value": round(teacher_fp32["p50_ms"] / int8["p50_ms"], 2), "target": ">= 10x",
+                                            "met": teacher_fp32["p50_ms"] / int8["p50_ms"] >= 10},
+        "teacher_accuracy": {"value": teacher_info["test_accuracy"], "target": ">= 0.940 in <= 40 min",
+                             "met": teacher_info["test_accuracy"] >= 0.94 and teacher_info["train_seconds"] <= 2400},
+        "published_best_under_100k": PUBLISHED_BEST_UNDER_100K,
+    }
+    return {
+        "mode": "quick" if args.quick else "full",
+        "command": "benchmarks/fashion_mnist.py" + (" --quick" if args.quick else ""),
+        "plan": asdict(plan), "attention_beta": ATTENTION_BETA,
+        "machine": machine(), "threads": args.threads, "generated_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "wall_seconds": round(seconds, 1),
+        "data": spec.source,
+        "teacher": {k: teacher_info[k] for k in ("arch", "params", "epochs", "best_epoch", "val_accuracy", "test_accuracy", "train_seconds")},
+        "student": {"config": student_config(plan).label(), "params": params},
+        "variants": variants, "runs": runs, "deployed": deployed, "targets": targets,
+    }
+
+
+def markdown(summary: dict) -> str:
+    t, d, p = summary["teacher"], summary["deployed"], summary["plan"]
+    rows = [
+        "## Fashion-MNIST: distilled INT8 student vs teacher",
+        "",
+        f"Command: `.venv/bin/python {summary['command']}` ({summary['wall_seconds'] / 60:.0f} min wall). Official 10,000-image "
+        f"test split; choices on the 6,000-image validation split. Latency: p50 over {p['bench_runs']} warm runs by the "
+        f"device agent in a separate process, {summary['threads']} threads, on {summary['machine']}.",
+        "",
+        f"Teacher: built-in `vgg`, {t['params']:,} params, {t['epochs']} epochs with shift±{p['shift']}+flip augmentation, "
+        f"trained in {t['train_seconds'] / 60:.1f} min on {summary['threads']} threads: **test {t['test_accuracy']:.4f}**.",
+        "",
+        f"Students: `{summary['student']['config']}`, {summary['student']['params']:,} params, {p['student_epochs']} epochs, "
+        f"the same {p['views']} cached views per image for every variant (T={p['temperature']}, α={p['alpha']}, "
+        f"β={p['beta']} fitnet / {summary['attention_beta']} attention), seeds {list(p['seeds'])}:",
+        "",
+        "| variant | test accuracy (mean ± std) | runs | train s/run |",
+        "|---|---|---|---|",
+    ]
+    for name, v in summary["variants"].items():
+        rows.append(f"| {name} | {v['mean']:.4f} ± {v['std']:.4f} | {', '.join(f'{a:.4f}' for a in v['runs'])} | {v['mean_train_seconds']:.0f} |")
+    b = d["best_run"]
+    rows += [
+        "",
+        f"Deployed: best run by validation accuracy = `{b['variant']}` seed {b['seed']}.",
+        "",
+        "| model | test accuracy | size | host p50 ms | peak RSS MB |",
+        "|---|---|---|---|---|",
+    ]
+    for name in ("teacher_tflite_fp32", "teacher_tflite_int8", "student_tflite_fp32", "student_tflite_int8"):
+        m = d[name]
+        rows.append(f"| {name.replace('_tflite_', ' TFLite ')} | {m['test_accuracy']:.4f} | {m['bytes'] / 1024:.1f} KiB | "
+                    f"{m['p50_ms']:.3f} | {m['peak_rss_mb'] or 0:.0f} |")
+    rows += ["", "| target | value | bar | met |", "|---|---|---|---|"]
+    for name, tgt in summary["targets"].items():
+        if isinstance(tgt, dict):
+            rows.append(f"| {name} | {tgt['value']} | {tgt['target']} | {'yes' if tgt['met'] else '**no**'} |")
+    rows += ["", f"Published best under 100K parameters (fp32, Fashion-MNIST README): {PUBLISHED_BEST_UNDER_100K}."]
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,157 @@
+"""Text student families: token ids (batch, seq_len) int32 → class logits.
+
+Both convert through ONNX → onnx2tf → full-INT8 TFLite with an *integer* input: the embedding lookup is a
+Gather on the int32 ids (its table is quantized to int8 like any weight), everything after it is float
+in torch and int8 in the deployed file.  Two deliberate omissions keep INT8 accurate:
+
+- no attention mask: an additive -1e4 mask would stretch the int8 range of the attention scores so far
+  that real scores collapse to a few levels.  [PAD] is an ordinary learned token instead; the model
+  learns to ignore it, and it sees the same padding in training and on the device;
+- no GELU/tanh where ReLU does: ReLU is exact in int8.
+
+Knobs the sizing search turns (``StudentConfig``): ``width`` (embedding and model dimension), ``depth``
+(conv or encoder layers), ``seq_len`` (input tokens) and ``vocab`` (vocabulary size; the embedding table
+usually dominates the parameter count).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..data.tokenizer import restrict_ids
+
+HEAD_DIM = 32  # attention heads have 32 dimensions (width 64 → 2 heads, 128 → 4)
+
+
+class TextCNN(nn.Module):
+    """Embedding → ``depth`` 1-D convolutions (kernel 3, residual) → global max pool → linear (Kim 2014, deeper)."""
+
+    def __init__(self, vocab: int, seq_len: int, width: int, depth: int, num_classes: int, dropout: float = 0.1) -> None:
+        super().__init__()
+        self.input_shape = (seq_len,)
+        self.embed = nn.Embedding(vocab, width)
+        self.convs = nn.ModuleList(nn.Conv1d(width, width, 3, padding=1) for _ in range(depth))
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(width, num_classes)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        x = self.embed(ids).transpose(1, 2)  # (B, width, L): Conv1d's layout
+        for conv in self.convs:
+            x = x + torch.relu(conv(x))
+        return self.head(self.dropout(x.amax(dim=2)))
+
+
+class SelfAttention(nn.Module):
+    def __init__(self, width: int, heads: int) -> None:
+        super().__init__()
+        self.heads, self.head_dim = heads, width // heads
+        self.qkv = nn.Linear(width, 3 * width)
+        self.proj = nn.Linear(width, width)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, d = x.shape
+        q, k, v = self.qkv(x).reshape(b, n, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        att = torch.softmax((q @ k.transpose(-1, -2)) * self.head_dim**-0.5, dim=-1)
+        return self.proj((att @ v).transpose(1, 2).reshape(b, n, d))
+
+    def matmul_macs(self, x: torch.Tensor) -> int:
+        """The two activation x activation matmuls (scores and weighted sum), which no Linear counts."""
+        n, d = x.shape[-2], x.shape[-1]
+        return 2 * n * n * d
+
+
+class EncoderLayer(nn.Module):
+    def __init__(self, width: int, heads: int, ffn: int, dropout: float) -> None:
+        super().__init__()
+        self.norm1, self.norm2 = nn.LayerNorm(width), nn.LayerNorm(width)
+        self.attn = SelfAttention(width, heads)
+        self.ff = nn.Sequential(nn.Linear(width, ffn), nn.ReLU(), nn.Linear(ffn, width))
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.dropout(self.attn(self.norm1(x)))  # pre-norm: trains without warm-up tricks at this size
+        return x + self.dropout(self.ff(self.norm2(x)))
+
+
+class TinyTransformer(nn.Module):
+    """Token + learned position embeddings → ``depth`` pre-norm encoder layers → mean pool → linear."""
+
+    def __init__(self, vocab: int, seq_len: int, width: int, depth: int, num_classes: int, dropout: float = 0.1) -> None:
+        super().__init__()
+        self.input_shape = (seq_len,)
+        self.embed = nn.Embedding(vocab, width)
+        self.position = nn.Parameter(torch.zeros(1, seq_len, width))
+        nn.init.normal_(self.position, std=0.02)
+        heads = max(1, width // HEAD_DIM)
+        self.layers = nn.ModuleList(EncoderLayer(width, heads, 2 * width, dropout) for _ in range(depth))
+        self.norm = nn.LayerNorm(width)
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(width, num_classes)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        x = self.dropout(self.embed(ids) + self.position)
+        for layer in self.layers:
+            x = layer(x)
+        return self.head(self.dropout(self.norm(x).mean(dim=1)))
+
+
+def student_inputs(config, x: np.ndarray) -> np.ndarray:
+    """The data stage's token ids as ``config``'s student takes them (its vocabulary and length); images unchanged."""
+    if not getattr(config, "seq_len", 0):
+        return x
+    return restrict_ids(x, config.vocab, config.seq_len)
+
+
+# ---- the registered families -----------------------------------------------------------------------
+from dataclasses import dataclass  # noqa: E402
+
+from ..data.spec import DataSpec  # noqa: E402
+from ..errors import ConfigError  # noqa: E402
+from .students import STUDENT_FAMILIES, StudentConfig  # noqa: E402  (students.py imports this module at its end)
+
+VOCAB_SIZES = (4_096, 8_192, 16_384)
+
+
+@dataclass(frozen=True)
+class TextStudentFamily:
+    name: str
+    model: type
+    widths: tuple[int, ...]
+    depths: tuple[int, ...]
+    description: str
+    task: str = "text"
+
+    def build(self, config: StudentConfig, spec: DataSpec) -> nn.Module:
+        _check_text(config, spec)
+        return self.model(config.vocab, config.seq_len, config.width, config.depth, spec.num_classes)
+
+    def candidates(self, spec: DataSpec) -> list[StudentConfig]:
+        _check_text(None, spec)
+        longest = spec.input_shape[0]
+        # The data stage's length covers 99% of training texts; half of it (in steps of 8) is the cheaper option.
+        seq_lens = sorted({longest, min(longest, max(8, -(-longest // 2 // 8) * 8))})
+        vocabs = sorted({min(v, spec.vocab_size) for v in VOCAB_SIZES})
+        return [StudentConfig(self.name, w, d, seq_len=n, vocab=v) for v in vocabs for n in seq_lens for d in self.depths for w in self.widths]
+
+
+def _check_text(config: StudentConfig | None, spec: DataSpec) -> None:
+    if spec.task != "text":
+        raise ConfigError(f"Student family {config.family if config else ''!r} takes token ids, but dataset {spec.name!r} is {spec.task}.",
+                          "Use a vision family (cnn, dscnn, vgg) for images.")
+    if config is not None and not (1 <= config.seq_len <= spec.input_shape[0] and 3 <= config.vocab <= spec.vocab_size):
+        raise ConfigError(
+            f"Student {config.label()} does not fit dataset {spec.name!r} (at most {spec.input_shape[0]} tokens and {spec.vocab_size} ids).",
+            "seq_len and vocab must be within the data stage's tokenizer.",
+        )
+
+
+STUDENT_FAMILIES.register("textcnn")(
+    TextStudentFamily("textcnn", TextCNN, widths=(32, 48, 64, 96, 128, 192), depths=(1, 2, 3),
+                      description="token embedding, residual 1-D convolutions (kernel 3), global max pool")
+)
+STUDENT_FAMILIES.register("tiny-transformer")(
+    TextStudentFamily("tiny-transformer", TinyTransformer, widths=(32, 64, 96, 128, 192), depths=(1, 2, 3, 4),
+                      description="token + position embedding, pre-norm encoder layers (32-dim heads, ReLU FFN), mean pool")
+)
