@@ -86,7 +86,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--only-baseline", action="store_true")
-    parser.add_argument("--student", default="textcnn")
+    parser.add_argument("--student", default="tiny-transformer")  # measured: 0.804 vs textcnn 0.790 (no KD, 6 epochs), 4x faster
     parser.add_argument("--student-epochs", type=int, default=20)
     parser.add_argument("--finetune-epochs", type=int, default=2)
     args = parser.parse_args()
