@@ -21,7 +21,6 @@ Writes results/fashion_mnist.json (full runs) or results/fashion_mnist_quick.jso
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import sys
@@ -33,6 +32,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import machine, replace_section, write_results  # noqa: E402
+
+from edge_distill.rundir import hash_inputs  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 PUBLISHED_BEST_UNDER_100K = 0.925  # Fashion-MNIST README benchmark table, best entry with < 100K parameters
@@ -60,10 +61,6 @@ class Plan:
 
 FULL = Plan(teacher_epochs=20, student_epochs=4, seeds=(0, 1, 2), views=4)
 QUICK = Plan(teacher_epochs=2, student_epochs=1, seeds=(0, 1, 2), views=2, bench_runs=50)
-
-
-def key(*parts: object) -> str:
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
 def main() -> None:
@@ -118,7 +115,7 @@ def train_teacher(plan: Plan, spec, splits, background: float, work: Path):
     from edge_distill.models.cnn import count_params
     from edge_distill.models.teacher import builtin_teacher
 
-    tag = key("teacher", "vgg", plan.teacher_epochs, plan.batch_size, plan.teacher_lr, plan.shift, plan.flip)
+    tag = hash_inputs("teacher", "vgg", plan.teacher_epochs, plan.batch_size, plan.teacher_lr, plan.shift, plan.flip)
     weights, info_path = work / f"teacher-{tag}.pt", work / f"teacher-{tag}.json"
     torch.manual_seed(0)
     model = builtin_teacher(spec, "vgg")
@@ -153,7 +150,7 @@ def view_bank(plan: Plan, teacher, splits, background: float, work: Path):
 
     t0 = time.perf_counter()
     needs_maps = any(v in ("fitnet", "attention") for v in plan.variants)
-    tag = key("bank", "vgg", plan.teacher_epochs, plan.batch_size, plan.teacher_lr, plan.shift, plan.flip, plan.views, needs_maps)
+    tag = hash_inputs("bank", "vgg", plan.teacher_epochs, plan.batch_size, plan.teacher_lr, plan.shift, plan.flip, plan.views, needs_maps)
     paths = {name: work / f"bank-{tag}-{name}.npy" for name in ("x", "logits", "maps")}
     if all(p.exists() for name, p in paths.items() if name != "maps" or needs_maps):
         bank = ViewBank(np.load(paths["x"]), np.load(paths["logits"]), np.load(paths["maps"]) if needs_maps else None)
@@ -191,7 +188,7 @@ def train_students(plan: Plan, spec, splits, bank, work: Path) -> list[dict]:
     for variant in plan.variants:
         for seed in plan.seeds:
             beta = ATTENTION_BETA if variant == "attention" else plan.beta
-            tag = key("student", asdict(plan), variant, seed, beta)
+            tag = hash_inputs("student", asdict(plan), variant, seed, beta)
             weights, info_path = work / f"student-{variant}-s{seed}-{tag}.pt", work / f"student-{variant}-s{seed}-{tag}.json"
             if info_path.exists() and weights.exists():
                 info = json.loads(info_path.read_text())

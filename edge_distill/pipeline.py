@@ -640,57 +640,47 @@ def _verify_stage(run, options, data, sizing, teacher, baseline, student, conver
 
 
 def _bench_stage(run, options, profile, data, conversion, sizing=None, teacher=None):
-    import numpy as np
-
-    from .bench import BenchSuite, bench_model, describe_host
-
     if data.spec.task == "text":
         return _text_bench_stage(run, options, profile, data, conversion, sizing, teacher)
     splits = _splits(run, data)
     # The agent reads test data already in each model's input layout: NCHW for ONNX, NHWC for TFLite.
-    with run.atomic_path("bench/test_nchw.npz") as tmp:
-        with open(tmp, "wb") as fh:
-            np.savez(fh, x=splits.x_test, y=splits.y_test)
-    with run.atomic_path("bench/test_nhwc.npz") as tmp:
-        with open(tmp, "wb") as fh:
-            np.savez(fh, x=splits.x_test.transpose(0, 2, 3, 1), y=splits.y_test)
-    threads = min(profile.threads, os.cpu_count() or 1)
+    _write_npz(run, "bench/test_nchw.npz", splits.x_test, splits.y_test)
+    _write_npz(run, "bench/test_nhwc.npz", splits.x_test.transpose(0, 2, 3, 1), splits.y_test)
     targets = [("teacher (ONNX Runtime fp32)", run.path("teacher/teacher.onnx"), "bench/test_nchw.npz")]
-    for f in conversion.files:
-        if f.variant.startswith("tflite"):
-            targets.append((f"student {f.variant}", run.path(f.path), "bench/test_nhwc.npz"))
-    results = []
-    for label, path, npz in get_console().progress(targets, len(targets), "bench models"):
-        # The teacher is a host reference (devices rarely have onnxruntime); each result says where it ran.
-        runner = "local" if path.suffix == ".onnx" else options.runner
-        results.append(bench_model(path, threads, options.bench_warmup, options.bench_runs, run.path(npz), runner=runner))
-    suite = BenchSuite(labels=tuple(t[0] for t in targets), results=tuple(results), threads=threads, host=describe_host())
-    run.write_json("bench/results.json", to_jsonable(suite))
-    return suite, [run.path("bench/results.json")]
+    targets += [(f"student {f.variant}", run.path(f.path), "bench/test_nhwc.npz") for f in conversion.files if f.variant.startswith("tflite")]
+    return _bench_targets(run, options, profile, targets)
 
 
 def _text_bench_stage(run, options, profile, data, conversion, sizing, teacher):
     """As ``_bench_stage``, with integer token ids: the student's (int32) and, when it exported, the teacher's own."""
-    import numpy as np
-
-    from .bench import BenchSuite, bench_model, describe_host
     from .text_stages import teacher_inputs
 
     splits = _splits(run, data)
-    student_x = _student_splits(run, data, sizing).x_test
-    with run.atomic_path(TEXT_TEST_NPZ) as tmp:
-        with open(tmp, "wb") as fh:
-            np.savez(fh, x=student_x, y=splits.y_test)
-    threads = min(profile.threads, os.cpu_count() or 1)
+    _write_npz(run, TEXT_TEST_NPZ, _student_splits(run, data, sizing).x_test, splits.y_test)
     targets = []
     if run.path("teacher/teacher.onnx").is_file():
-        with run.atomic_path("bench/teacher_test_ids.npz") as tmp:
-            with open(tmp, "wb") as fh:
-                np.savez(fh, x=teacher_inputs(run, teacher, splits, "test"), y=splits.y_test)
+        _write_npz(run, "bench/teacher_test_ids.npz", teacher_inputs(run, teacher, splits, "test"), splits.y_test)
         targets.append(("teacher (ONNX Runtime fp32)", run.path("teacher/teacher.onnx"), "bench/teacher_test_ids.npz"))
     targets += [(f"student {f.variant}", run.path(f.path), TEXT_TEST_NPZ) for f in conversion.files if f.variant.startswith("tflite")]
+    return _bench_targets(run, options, profile, targets)
+
+
+def _write_npz(run: RunDir, relative: str, x, y) -> None:
+    import numpy as np
+
+    with run.atomic_path(relative) as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, x=x, y=y)
+
+
+def _bench_targets(run: RunDir, options: BuildOptions, profile: DeviceProfile, targets: list[tuple[str, Path, str]]):
+    """Benchmark each (label, model, test npz) with the device agent and save the suite."""
+    from .bench import BenchSuite, bench_model, describe_host
+
+    threads = min(profile.threads, os.cpu_count() or 1)
     results = []
     for label, path, npz in get_console().progress(targets, len(targets), "bench models"):
+        # The teacher is a host reference (devices rarely have onnxruntime); each result says where it ran.
         runner = "local" if path.suffix == ".onnx" else options.runner
         results.append(bench_model(path, threads, options.bench_warmup, options.bench_runs, run.path(npz), runner=runner))
     suite = BenchSuite(labels=tuple(t[0] for t in targets), results=tuple(results), threads=threads, host=describe_host())
