@@ -54,15 +54,19 @@ def tfidf_baseline(data) -> dict:
             "val_accuracy": val, "test_accuracy": test, "seconds": round(time.perf_counter() - t0, 1)}
 
 
-def seed_runs(run_dir: Path, report: dict, seeds: tuple[int, ...], epochs: int) -> dict:
-    """No-KD and KD students with more seeds, same config and settings as the build, from its cached teacher logits."""
+def seed_runs(run_dir: Path, report: dict, seeds: tuple[int, ...], epochs: int, losses: tuple[str, ...] = ("ce", "logit")) -> dict:
+    """Students with more seeds (or other KD losses), same config and settings as the build, from its cached teacher outputs."""
     import torch
 
     from edge_distill.data import DataResult, Splits
-    from edge_distill.distill import KDConfig, TrainConfig, accuracy, train
+    from edge_distill.distill import LOSSES, KDConfig, TrainConfig, accuracy, train
+    from edge_distill.distill.views import ViewBank
     from edge_distill.models.students import StudentConfig, build_student
     from edge_distill.models.text import student_inputs
+    from edge_distill.pipeline import TeacherResult
+    from edge_distill.rundir import RunDir
     from edge_distill.serde import from_jsonable
+    from edge_distill.text_stages import teacher_hidden_states
 
     data = from_jsonable(DataResult, report["data"])
     config = from_jsonable(StudentConfig, report["sizing"]["chosen"])
@@ -70,14 +74,20 @@ def seed_runs(run_dir: Path, report: dict, seeds: tuple[int, ...], epochs: int) 
     splits = Splits.load(run_dir / data.splits_path)
     fit = lambda x: student_inputs(config, x)  # noqa: E731
     logits = np.load(run_dir / "teacher" / "logits_train.npy")
-    out: dict[str, list[float]] = {"ce": [], "logit": []}
+    out: dict[str, list[float]] = {loss: [] for loss in losses}
     for seed in seeds:
-        for loss in ("ce", "logit"):
+        for loss in losses:
             torch.manual_seed(seed)
             model = build_student(config, data.spec)
-            kd = KDConfig(loss=loss, temperature=opts["temperature"], alpha=opts["alpha"])
+            kd = KDConfig(loss=loss, temperature=opts["temperature"], alpha=opts["alpha"], beta=opts["beta"])
+            views = None
+            if LOSSES.get(loss).needs_features:  # the teacher's pooled hidden states, cached once, as a one-view bank
+                teacher = from_jsonable(TeacherResult, report["teacher"])
+                hidden = teacher_hidden_states(RunDir(run_dir), teacher, data.spec, splits)
+                views = ViewBank(fit(splits.x_train)[None], logits[None], hidden[None])
             train(model, fit(splits.x_train), splits.y_train, fit(splits.x_val), splits.y_val, TrainConfig(epochs=epochs, seed=seed), kd,
-                  logits if loss != "ce" else None, run_dir / "seeds" / f"{loss}_{seed}.ckpt", f"seed {seed} {loss}")
+                  logits if loss != "ce" and views is None else None, run_dir / "seeds" / f"{loss}_{seed}.ckpt", f"seed {seed} {loss}",
+                  views=views)
             out[loss].append(accuracy(model, fit(splits.x_test), splits.y_test))
     return out
 
@@ -89,6 +99,7 @@ def main() -> int:
     parser.add_argument("--student", default="tiny-transformer")  # measured: 0.804 vs textcnn 0.790 (no KD, 6 epochs), 4x faster
     parser.add_argument("--student-epochs", type=int, default=20)
     parser.add_argument("--finetune-epochs", type=int, default=2)
+    parser.add_argument("--hidden", action="store_true", help="also train hidden-state KD students (3 seeds) from the same teacher")
     args = parser.parse_args()
 
     from edge_distill.data.text import prepare_text
@@ -112,6 +123,7 @@ def main() -> int:
     report = build(options)
     seeds = (1, 2)
     more = seed_runs(run_dir, report, seeds, student_epochs)
+    hidden = seed_runs(run_dir, report, (0, *seeds), student_epochs, ("hidden",))["hidden"] if args.hidden else None
     rows = {r["variant"]: r for r in report["ledger"]["rows"]}
     nokd = [report["students"]["baseline"]["test_accuracy"], *more["ce"]]
     kd = [report["students"]["kd"]["test_accuracy"], *more["logit"]]
@@ -129,6 +141,8 @@ def main() -> int:
         "no_kd": {"seeds": [0, *seeds], "test_accuracy": nokd, "mean": float(np.mean(nokd)), "std": float(np.std(nokd))},
         "kd": {"seeds": [0, *seeds], "test_accuracy": kd, "mean": float(np.mean(kd)), "std": float(np.std(kd))},
         "kd_gain_points": round(100 * (float(np.mean(kd)) - float(np.mean(nokd))), 2),
+        "hidden_kd": {"seeds": [0, *seeds], "test_accuracy": hidden, "mean": float(np.mean(hidden)), "std": float(np.std(hidden))}
+        if hidden else None,
         "fp32_student_seed0": rows["torch_fp32"]["accuracy"],
         "int8_student_seed0": int8.get("accuracy"),
         "int8_drop_points": report["ledger"]["int8_drop_points"],
@@ -150,6 +164,8 @@ def main() -> int:
         f"| teacher: {teacher['source']} | {teacher['params']:,} | {teacher['test_accuracy']:.4f} |",
         f"| student {report['sizing']['chosen']['family']}, no KD (3 seeds) | {student['params']:,} | {result['no_kd']['mean']:.4f} ± {result['no_kd']['std']:.4f} |",
         f"| student, KD (3 seeds) | {student['params']:,} | {result['kd']['mean']:.4f} ± {result['kd']['std']:.4f} |",
+        *([f"| student, logit + hidden-state KD (3 seeds) | {student['params']:,} | {result['hidden_kd']['mean']:.4f} ± "
+             f"{result['hidden_kd']['std']:.4f} |"] if hidden else []),
         f"| student KD, fp32 (seed 0) | {student['params']:,} | {result['fp32_student_seed0']:.4f} |",
         f"| student KD, full INT8 TFLite, int32 token input (seed 0) | {student['params']:,} | {result['int8_student_seed0']:.4f} |",
         "",

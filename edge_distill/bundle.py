@@ -133,8 +133,8 @@ def _android_model(model: bytes, facts: ModelFacts, inp: dict, out: dict, labels
             f"zero point {q['zero_point']}.",
             image=(color, w, h), mean=(mean,), std=(std,), value_range=(lo, hi))
     else:
-        tensor_in = TensorInfo("input", f"model input {q['shape']} {q['dtype']} (scale {q['scale']:.6g}, "
-                                        f"zero point {q['zero_point']}); see README.md")
+        tensor_in = TensorInfo("token_ids", f"{q['shape'][-1]} {q['dtype']} token ids of one text, from tokenizer.json "
+                                            "(padded at the end with its pad_id); see README.md for the tokenizer rule")
     tensor_out = TensorInfo(
         "logits",
         f"{len(facts.class_names)} class scores (logits, {_quant(out)['dtype']}; dequantize with the "
@@ -142,7 +142,7 @@ def _android_model(model: bytes, facts: ModelFacts, inp: dict, out: dict, labels
         files=(labels_file,))
     info = ModelInfo(
         name=f"edge-distill {facts.name}",
-        description=(f"Image classifier ({len(facts.class_names)} classes) distilled by edge-distill for {facts.profile}; "
+        description=(f"{'Image' if facts.task == 'vision' else 'Text'} classifier ({len(facts.class_names)} classes) distilled by edge-distill for {facts.profile}; "
                      f"{facts.variant_description}. Test accuracy {100 * facts.accuracy:.2f}% on {facts.n_test} held-out samples "
                      f"(measured on the build host with LiteRT)."),
         version=f"edge-distill {__version__}",
@@ -237,13 +237,13 @@ def build_bundles(run: RunDir, model_path: Path, facts: ModelFacts) -> tuple[Bun
         "preprocess.json": (json.dumps(preprocess, indent=2) + "\n").encode(),
         "infer.py": _template("infer.py").encode(),
         "requirements.txt": _fill(_template("requirements.txt"), values).encode(),
-        "README.md": _fill(_template("README.raspberry-pi.md"), values).encode(),
+        "README.md": _fill(_template("README.raspberry-pi.md" if facts.task == "vision" else "README.raspberry-pi.text.md"), values).encode(),
         **extras,
     }
     android_files = {
         "model.tflite": _android_model(model, facts, inp, out, labels),
         "labels.txt": labels,
-        "README.md": _fill(_template("README.android.md"), values).encode(),
+        "README.md": _fill(_template("README.android.md" if facts.task == "vision" else "README.android.text.md"), values).encode(),
         **extras,
     }
     bundles = (_write_bundle(run, "raspberry-pi", pi_files, facts, model_sha),

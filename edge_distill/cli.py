@@ -41,7 +41,8 @@ def _build_parser() -> argparse.ArgumentParser:
     b.add_argument("--seed", type=int, default=0)
     b.add_argument("--teacher-epochs", type=int, default=15)
     b.add_argument("--student-epochs", type=int, default=30)
-    b.add_argument("--kd-loss", default="logit", help="KD loss: logit, fitnet (FitNets hint + logit), attention (attention transfer + logit)")
+    b.add_argument("--kd-loss", default="logit", help="KD loss: logit, fitnet (FitNets hint + logit), attention (attention transfer + logit), "
+                   "hidden (pooled hidden-state cosine + logit; images and text)")
     b.add_argument("--beta", type=float, default=1.0, help="weight of the feature term for fitnet / attention")
     b.add_argument("--augment-shift", type=int, default=0, help="random shift (pixels) of student training images; the teacher runs online")
     b.add_argument("--augment-flip", action="store_true", help="random horizontal flips (only for flip-invariant classes)")
@@ -75,8 +76,8 @@ def _build_parser() -> argparse.ArgumentParser:
     cal = psub.add_parser("calibrate", help="measure this machine's TFLite rates and write a profile with them")
     cal.add_argument("--base", default="host", help="profile whose budgets and CPU facts to keep (default: host)")
     cal.add_argument("--threads", type=int, help="threads (default: the profile's, capped at this machine's cores)")
-    cal.add_argument("--runs", type=int, default=100, help="timed runs per probe model")
-    cal.add_argument("--repeats", type=int, default=3, help="agent processes per probe model; the median p50 is used")
+    cal.add_argument("--runs", type=int, default=1000, help="timed runs per probe process (sub-0.1 ms probes need ~1000 for a stable p50)")
+    cal.add_argument("--repeats", type=int, default=5, help="agent processes per probe model; the median p50 is used")
     cal.add_argument("--out", default="runs/calibrate", help="run directory for probe models and the profile (default: runs/calibrate)")
 
     bench = sub.add_parser("bench", help="benchmark a .tflite or .onnx file in a separate process")
@@ -159,9 +160,12 @@ def _calibrate(args: argparse.Namespace) -> int:
     for p in cal.points:
         print(f"{p.label:<44} {p.precision:<5} {p.macs:>12,} {p.measured_ms:>12.4f} {p.estimated_ms:>12.4f} {100 * p.relative_error:>6.0f}%")
     t = cal.throughput
-    print(f"fitted: int8 {t.int8_gmacs} GMAC/s, fp32 {t.fp32_gmacs} GMAC/s, depthwise {t.dw_gmacs or 'n/a'} GMAC/s, {t.per_op_us} us/op, "
-          f"{t.act_ns_per_elem} ns/activation element, {t.ns_per_position} ns/conv position; worst error "
-          f"{100 * cal.max_abs_relative_error():.0f}%\nprofile written to {path} (use it with --profile {path})")
+    for precision in ("int8", "fp32"):
+        o = t.overheads(precision)
+        rate = t.int8_gmacs if precision == "int8" else t.fp32_gmacs
+        print(f"fitted {precision}: {rate} GMAC/s dense, depthwise {o.dw_gmacs or 'n/a'} GMAC/s, {o.per_op_us} us/op, "
+              f"{o.act_ns_per_elem} ns/activation element, {o.ns_per_position} ns/conv position")
+    print(f"worst error {100 * cal.max_abs_relative_error():.0f}%\nprofile written to {path} (use it with --profile {path})")
     return 0
 
 

@@ -534,6 +534,14 @@ def _student_stage(run, options, data, sizing, teacher: TeacherResult | None, lo
         views = build_view_bank(bank_teacher, splits.x_train, options.teacher_views, cfg.augment_shift, cfg.augment_flip,
                                 cfg.background, options.seed, with_maps=LOSSES.get(loss).needs_features)
         cfg = TrainConfig(epochs=cfg.epochs, seed=cfg.seed)
+    if teacher is not None and data.spec.task == "text" and LOSSES.get(loss).needs_features:
+        # A text teacher reads its own token ids, so it cannot run on the student's batch: its pooled hidden
+        # states are computed once and served, with its cached logits, as a one-view bank.
+        from .distill.views import ViewBank
+        from .text_stages import teacher_hidden_states
+
+        hidden = teacher_hidden_states(run, teacher, data.spec, _splits(run, data))
+        views = ViewBank(splits.x_train[None], np.load(run.path(teacher.logits_path))[None], hidden[None])
     # Augmented views and feature maps need the teacher itself, running on each batch beside the student.
     online = views is None and teacher is not None and (cfg.augment_shift > 0 or cfg.augment_flip or LOSSES.get(loss).needs_features)
     if ddp.wanted(options.nproc):  # DDP ranks read the splits and the cached teacher logits from the run directory

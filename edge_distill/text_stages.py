@@ -67,8 +67,9 @@ def check_text_options(options) -> None:
     if options.augment_shift or options.augment_flip or options.teacher_views:
         raise ConfigError("--augment-shift, --augment-flip and --teacher-views are image augmentations; this build is text.",
                           "Leave them out for text.")
-    if options.kd_loss not in ("logit", "ce"):
-        raise ConfigError(f"--kd-loss {options.kd_loss} matches convolutional feature maps; text students support logit KD.", "Use --kd-loss logit.")
+    if options.kd_loss in ("fitnet", "attention"):
+        raise ConfigError(f"--kd-loss {options.kd_loss} matches convolutional feature maps, which text models do not have.",
+                          "Use --kd-loss logit, or hidden (pooled hidden-state distillation) for text.")
     if options.nproc > 1:
         raise ConfigError("--nproc > 1 is not supported for text builds yet.", "Use --nproc 1.")
     if options.teacher not in ("auto", "minilm") and not options.teacher.startswith("hf:"):
@@ -183,6 +184,37 @@ def teacher_inputs(run: RunDir, teacher, splits, split: str) -> np.ndarray:
         return getattr(splits, f"x_{split}")
     with np.load(run.path("teacher/inputs.npz")) as npz:
         return npz[split]
+
+
+def teacher_hidden_states(run: RunDir, teacher, spec, splits) -> np.ndarray:
+    """The teacher's pooled hidden state (the vector its head reads) on every training text, float16, cached.
+
+    Computed once per teacher, on the teacher's own token ids (a teacher and a student tokenize differently,
+    so only sentence-level vectors can be matched); keyed by the teacher weights' content so a retrained
+    teacher never meets stale states.
+    """
+    import torch
+
+    from .data.user import fingerprint
+    from .distill.features import capture_features
+
+    key = fingerprint(str(run.path(teacher.path)))[:12]
+    rel = f"teacher/hidden_train-{key}.npy"
+    if run.path(rel).exists():
+        return np.load(run.path(rel))
+    model = load_teacher(run, spec).eval()
+    x = teacher_inputs(run, teacher, splits, "train")
+    chunks = range(0, len(x), 256)
+    parts = []
+    with torch.no_grad(), capture_features(model) as captured:
+        for i in get_console().progress(chunks, len(chunks), "teacher hidden states"):
+            model(torch.from_numpy(x[i : i + 256]))
+            parts.append(captured.pop().float().numpy().astype(np.float16))
+    states = np.concatenate(parts)
+    with run.atomic_path(rel) as tmp:
+        with open(tmp, "wb") as fh:
+            np.save(fh, states)
+    return states
 
 
 def export_teacher_onnx(run: RunDir, teacher, spec, splits) -> Path | None:

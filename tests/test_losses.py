@@ -3,7 +3,7 @@ import torch
 import torch.nn.functional as F
 
 from edge_distill.distill import LOSSES, KDConfig
-from edge_distill.distill.features import HintProjection, attention_map
+from edge_distill.distill.features import HiddenProjection, HintProjection, attention_map, hidden_loss
 from edge_distill.distill.losses import KDBatch
 from edge_distill.errors import ConfigError
 
@@ -52,6 +52,20 @@ def test_attention_transfer_is_zero_for_proportional_maps_and_scale_free():
 def test_fitnet_projection_maps_student_channels_to_teacher_channels():
     proj = HintProjection(16, 32)
     assert proj(torch.randn(2, 16, 4, 4)).shape == (2, 32, 4, 4)
+
+
+def test_hidden_state_loss_is_a_cosine_distance_on_pooled_vectors():
+    torch.manual_seed(0)
+    identity = HiddenProjection(6, 6)
+    with torch.no_grad():
+        identity.proj.weight.copy_(torch.eye(6))
+        identity.proj.bias.zero_()
+    s = torch.randn(4, 6)
+    assert float(hidden_loss(s, 3 * s, identity)) == pytest.approx(0.0, abs=1e-6)  # scale-free: direction only
+    assert float(hidden_loss(s, -s, identity)) == pytest.approx(2.0, abs=1e-6)
+    # Image maps are average-pooled first: a (B, C, H, W) map that is constant per channel pools to that constant.
+    maps = s[:, :, None, None].expand(4, 6, 3, 3)
+    assert float(hidden_loss(maps, s, identity)) == pytest.approx(0.0, abs=1e-6)
 
 
 def test_bad_kd_settings():

@@ -1,7 +1,12 @@
+import dataclasses
+import tomllib
+from pathlib import Path
+
 import pytest
 import torch
 from torch import nn
 
+import edge_distill.profiles as edge_distill_profiles
 from edge_distill.data import DataSpec
 from edge_distill.errors import SizingError
 from edge_distill.models.students import STUDENT_FAMILIES, StudentConfig, build_student, family_names
@@ -52,11 +57,12 @@ def test_bad_student_config():
         StudentConfig("cnn", 0, 2)
 
 
-def test_rate_fit_recovers_known_rates_from_exact_timings():
+def test_rate_fit_recovers_each_precisions_own_rates_from_exact_timings():
     from edge_distill.calibrate import ProbePoint, fit_rates
 
-    # GMAC/s dense int8, dense fp32, depthwise; us/op; ns/element; ns/conv position
-    int8, fp32, dw, per_op, per_elem, per_pos = 12.0, 20.0, 3.0, 5.0, 2.0, 7.0
+    # Per precision: GMAC/s dense, depthwise; us/op; ns/element; ns/conv position.  The two precisions get
+    # different overheads, as int8 and fp32 kernels have on a real host, and each must come back as its own.
+    truth = {"int8": (12.0, 3.0, 5.0, 2.0, 7.0), "fp32": (20.0, 9.0, 2.5, 0.5, 3.0)}
     shapes = [  # (MACs, of which depthwise, ops, activation elements, conv positions)
         (10_000, 0, 6, 900, 100), (2_000_000, 0, 8, 20_000, 900), (40_000_000, 0, 9, 90_000, 2_000),
         (300_000, 60_000, 12, 50_000, 4_000), (80_000, 20_000, 7, 4_000, 800), (5_000_000, 400_000, 15, 150_000, 9_000),
@@ -64,7 +70,7 @@ def test_rate_fit_recovers_known_rates_from_exact_timings():
     ]
 
     def exact_ms(macs, dw_macs, ops, elems, pos, prec):
-        rate = int8 if prec == "int8" else fp32
+        rate, dw, per_op, per_elem, per_pos = truth[prec]
         return ((macs - dw_macs) / (rate * 1e9) + dw_macs / (dw * 1e9)) * 1e3 + ops * per_op / 1e3 + elems * per_elem / 1e6 + pos * per_pos / 1e6
 
     points = [
@@ -72,16 +78,46 @@ def test_rate_fit_recovers_known_rates_from_exact_timings():
         for i, (macs, dw_macs, ops, elems, pos) in enumerate(shapes)
         for prec in ("int8", "fp32")
     ]
-    got = fit_rates(points)
-    assert (got.int8_gmacs, got.fp32_gmacs, got.dw_gmacs, got.per_op_us, got.act_ns_per_elem, got.ns_per_position) == pytest.approx(
-        (int8, fp32, dw, per_op, per_elem, per_pos), rel=1e-4)
+    fits = fit_rates(points)
+    for prec, expected in truth.items():
+        got = fits[prec]
+        assert (got.gmacs, got.overheads.dw_gmacs, got.overheads.per_op_us, got.overheads.act_ns_per_elem,
+                got.overheads.ns_per_position) == pytest.approx(expected, rel=1e-4)
 
 
 def test_a_fit_without_depthwise_probes_leaves_the_depthwise_rate_unmodelled():
     from edge_distill.calibrate import ProbePoint, fit_rates
 
     points = [ProbePoint(f"p{i}", "int8", macs, 5, 1_000, macs / 10e9 * 1e3 + 0.005) for i, macs in enumerate((1e4, 1e6, 1e7, 1e8))]
-    assert fit_rates(points).dw_gmacs == 0.0  # 0 = use the dense rate, never "infinitely fast"
+    assert fit_rates(points)["int8"].overheads.dw_gmacs == 0.0  # 0 = use the dense rate, never "infinitely fast"
+
+
+def test_a_precision_override_changes_only_that_precisions_estimate(tmp_path):
+    from edge_distill.calibrate import Calibration, ProbePoint, profile_toml
+    from edge_distill.profiles import Overheads
+
+    host = load_profile("host")
+    fp32_terms = Overheads(per_op_us=0.5, act_ns_per_elem=0.1, dw_gmacs=9.0, ns_per_position=3.0)
+    throughput = dataclasses.replace(host.throughput, fp32=fp32_terms)
+    path = tmp_path / "measured.toml"
+    path.write_text(profile_toml(host, Calibration(throughput, (ProbePoint("p", "int8", 1, 1, 1, 1.0, 1.1),), host.threads, "test")))
+    measured = load_profile(path)  # the written TOML round-trips through the strict parser
+    assert measured.throughput.fp32 == fp32_terms and measured.throughput.int8 is None
+    args = (3_000_000, 20, 40_000, "int8", 100_000, 5_000)
+    assert measured.estimate_latency_ms(*args) == pytest.approx(host.estimate_latency_ms(*args))
+    fp32_args = (*args[:3], "fp32", *args[4:])
+    expected = (2_900_000 / 63.282e9 + 100_000 / 9e9) * 1e3 + 20 * 0.5e-3 + 40_000 * 0.1e-6 + 5_000 * 3e-6
+    assert measured.estimate_latency_ms(*fp32_args) == pytest.approx(expected)
+
+
+def test_an_override_table_with_an_unknown_key_names_it():
+    from edge_distill.errors import ProfileError
+    from edge_distill.profiles import parse_profile
+
+    raw = tomllib.loads((Path(edge_distill_profiles.__file__).parent / "host.toml").read_text())
+    raw["throughput"]["int8"] = {"per_op_us": 1.0, "act_ns_per_elem": 0.1, "per_op": 3}
+    with pytest.raises(ProfileError, match=r"throughput\.int8\.per_op"):
+        parse_profile(raw)
 
 
 def test_smaller_device_gets_a_smaller_or_equal_student():
@@ -101,3 +137,18 @@ def test_full_resolution_beats_its_half_resolution_twin():
     assert result.chosen.resolution == 0
     halves = [c for c in result.candidates if c.config.resolution == 14]
     assert halves and all(h.cost.macs < 0.5 * next(c.cost.macs for c in result.candidates if c.config == type(h.config)("cnn", h.config.width, h.config.depth)) for h in halves)
+
+
+def test_the_resolution_knob_averages_like_avg_pool_and_stays_fixed_in_training():
+    from edge_distill.models.students import AveragingDownsample
+
+    spec = DataSpec("rgb", "vision", (3, 32, 32), 10, tuple("0123456789"), 255.0, 0.5, 0.25, "test")
+    model = build_student(StudentConfig("cnn", 8, 2, 16), spec)
+    down = model[0]
+    assert isinstance(down, AveragingDownsample)
+    x = torch.randn(4, 3, 32, 32)
+    assert torch.allclose(down(x), torch.nn.functional.avg_pool2d(x, 2), atol=1e-6)
+    opt = torch.optim.AdamW(model.parameters(), lr=0.1, weight_decay=0.5)
+    model(x).sum().backward()
+    opt.step()
+    assert torch.allclose(down(x), torch.nn.functional.avg_pool2d(x, 2), atol=1e-6)  # not trained, not decayed

@@ -77,6 +77,12 @@ def test_text_build_end_to_end_with_a_local_hf_teacher(glosses, tmp_path):
     device = DeviceTokenizer.from_file(str(bundle / "tokenizer.json"))
     assert np.array_equal(device.encode(texts), test["x"])
 
+    # Both READMEs describe a text model: its tokenizer, not pixels; the Android one ports the tokenizer.
+    for target in ("raspberry-pi", "android"):
+        readme = (out / "bundle" / target / "README.md").read_text()
+        assert "tokenizer.json" in readme and "pixel" not in readme.lower() and "{{" not in readme
+    assert "fun ids(text: String)" in (out / "bundle" / "android" / "README.md").read_text()
+
     # The bundle's own infer.py classifies raw texts on a device-like path (tokenizer.py + LiteRT) to the ledger's accuracy.
     labels = ["animal", "food", "plant", "time"]
     jsonl = tmp_path / "test.jsonl"
@@ -95,6 +101,17 @@ def test_text_build_end_to_end_with_a_local_hf_teacher(glosses, tmp_path):
     assert main(args) == 0
     log = (out / "build.log").read_text().split("edge-distill 0")[-1]
     assert "fine-tuning" not in log and "reused" in log
+
+    # Hidden-state KD reuses the fine-tuned teacher: its pooled states are cached once, and the student
+    # trains against them (a feature term in every epoch).
+    assert main([*args, "--kd-loss", "hidden"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["students"]["kd"]["loss"] == "hidden"
+    assert all(h["feat"] > 0 for h in report["students"]["kd"]["train"]["history"])
+    (hidden,) = (out / "teacher").glob("hidden_train-*.npy")
+    assert np.load(hidden).shape == (report["data"]["n_train"], 32)  # the tiny BERT's hidden width
+    log = (out / "build.log").read_text().split("edge-distill 0")[-1]
+    assert "fine-tuning" not in log
 
 
 def test_text_options_are_checked_before_training(glosses, tmp_path, capsys):

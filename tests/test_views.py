@@ -61,17 +61,17 @@ def test_draw_views_depends_only_on_seed_and_epoch():
     assert set(a.tolist()) == {0, 1, 2, 3}
 
 
-@pytest.mark.parametrize("loss", ["ce", "logit", "fitnet", "attention"])
+@pytest.mark.parametrize("loss", ["ce", "logit", "fitnet", "attention", "hidden"])
 def test_training_from_a_bank_learns_without_an_online_teacher(tmp_path, loss):
     x, y = _data()
     teacher = _teacher()
-    bank = build_view_bank(teacher, x, views=2, shift=1, flip=False, background=0.0, with_maps=loss in ("fitnet", "attention"))
+    bank = build_view_bank(teacher, x, views=2, shift=1, flip=False, background=0.0, with_maps=loss in ("fitnet", "attention", "hidden"))
     torch.manual_seed(0)
     student = ConvClassifier(1, 8, 3, (4, 8))
     result = train(student, x, y, x[:32], y[:32], TrainConfig(epochs=6, batch_size=16, lr=1e-2), KDConfig(loss=loss), None,
                    tmp_path / "ckpt", "s", views=bank)
     assert result.best_val_accuracy > 0.6  # chance is 1/3
-    if loss in ("fitnet", "attention"):
+    if loss in ("fitnet", "attention", "hidden"):
         assert all(h.feat > 0 for h in result.history)
 
 

@@ -6,6 +6,11 @@ Two registered hint losses build on the logit KD loss (both add a ``feat`` part)
 - ``attention`` (Zagoruyko & Komodakis 2017, attention transfer): both maps are reduced to a spatial
   attention map (mean of squared activations over channels, L2-normalised) and compared; no parameters,
   no channel matching needed.
+- ``hidden``: hidden-state distillation on the pooled representation the classifier head reads — a learned
+  linear projection maps the student's vector to the teacher's width, and the cosine distance between them
+  is minimised (DistilBERT's cosine loss, Sanh et al. 2019).  Pooled, because a text student and its
+  teacher tokenize differently: their token positions do not line up, their sentence vectors do.  Image
+  feature maps are average-pooled to vectors first, so the loss serves both tasks.
 
 Maps of different spatial size are compared after average-pooling the larger one to the smaller size.
 """
@@ -23,7 +28,8 @@ from ..errors import ConfigError
 
 
 def feature_module(model: nn.Module) -> nn.Module:
-    """The module whose output is the model's last feature map (before global pooling)."""
+    """The module whose output is the model's last feature map (before global pooling), or for text models
+    the pooled sentence vector."""
     if hasattr(model, "features") and isinstance(model.features, nn.Module):
         return model.features
     if isinstance(model, nn.Sequential):
@@ -85,9 +91,32 @@ def attention_loss(student_map: torch.Tensor, teacher_map: torch.Tensor) -> torc
     return (attention_map(s) - attention_map(t)).pow(2).sum(1).mean()
 
 
-def feature_channels(model: nn.Module, input_shape: tuple[int, ...]) -> int:
+class HiddenProjection(nn.Module):
+    """A linear map from the student's pooled width to the teacher's."""
+
+    def __init__(self, student_width: int, teacher_width: int) -> None:
+        super().__init__()
+        self.proj = nn.Linear(student_width, teacher_width)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(x)
+
+
+def pooled(features: torch.Tensor) -> torch.Tensor:
+    """(B, D) vectors as they are; (B, C, H, W) maps averaged over positions."""
+    return features.flatten(2).mean(2) if features.dim() > 2 else features
+
+
+def hidden_loss(student_features: torch.Tensor, teacher_features: torch.Tensor, projection: HiddenProjection) -> torch.Tensor:
+    s = projection(pooled(student_features))
+    t = pooled(teacher_features.detach().float())
+    return (1 - F.cosine_similarity(s, t, dim=1)).mean()
+
+
+def feature_channels(model: nn.Module, input_shape: tuple[int, ...], dtype: torch.dtype = torch.float32) -> int:
+    """Channels (or width) of the model's feature output, from one dummy input of ``dtype`` (int for token ids)."""
     with capture_features(model) as maps, torch.no_grad():
         was_training = model.training
-        model.eval()(torch.zeros((1, *input_shape)))
+        model.eval()(torch.zeros((1, *input_shape), dtype=dtype))
         model.train(was_training)
     return int(maps[0].shape[1])

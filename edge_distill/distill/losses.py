@@ -5,6 +5,8 @@ Registered names:
 - ``logit``: Hinton et al.'s soft targets, ``α·CE(y, p_s) + (1−α)·T²·KL(p_t^T ‖ p_s^T)``.
 - ``fitnet``: logit KD + β·FitNets hint (learned 1x1 projection of the student's last feature map).
 - ``attention``: logit KD + β·attention transfer on the last feature maps.
+- ``hidden``: logit KD + β·cosine distance between the pooled hidden states (learned projection); the one
+  feature loss for text, where teacher and student tokens do not align.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from torch import nn
 
 from ..errors import ConfigError
 from ..registry import Registry
-from .features import HintProjection, attention_loss, hint_loss
+from .features import HiddenProjection, HintProjection, attention_loss, hidden_loss, hint_loss
 
 
 @dataclass(frozen=True)
@@ -98,4 +100,10 @@ LOSSES.register("fitnet")(
 )
 LOSSES.register("attention")(
     Loss(_with_feature_term(lambda b, m: attention_loss(b.student_map, b.teacher_map)), needs_teacher=True, needs_features=True)
+)
+LOSSES.register("hidden")(
+    Loss(
+        _with_feature_term(lambda b, m: hidden_loss(b.student_map, b.teacher_map, m)),
+        needs_teacher=True, needs_features=True, make_module=HiddenProjection,
+    )
 )

@@ -138,9 +138,9 @@ def train(
     # A loss may bring trainable parts of its own (FitNets' projection); they train with the student.
     extra = None
     if loss_spec.make_module is not None:
-        shape = tuple(x_train.shape[1:])
-        teacher_channels = int(views.maps.shape[2]) if views is not None else feature_channels(teacher, shape)
-        extra = loss_spec.make_module(feature_channels(model, shape), teacher_channels).to(dev)
+        shape, dtype = tuple(x_train.shape[1:]), torch.from_numpy(x_train[:1]).dtype
+        teacher_channels = int(views.maps.shape[2]) if views is not None else feature_channels(teacher, shape, dtype)
+        extra = loss_spec.make_module(feature_channels(model, shape, dtype), teacher_channels).to(dev)
     params = list(model.parameters()) + (list(extra.parameters()) if extra is not None else [])
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = -(-len(x_train) // cfg.batch_size)

@@ -25,6 +25,18 @@ from ..data.tokenizer import restrict_ids
 HEAD_DIM = 32  # attention heads have 32 dimensions (width 64 → 2 heads, 128 → 4)
 
 
+class Pool(nn.Module):
+    """Pools token positions to one sentence vector.  A module of its own (no weights) so that hidden-state
+    distillation can hook the vector the head reads (``model.features``)."""
+
+    def __init__(self, kind: str, dim: int) -> None:
+        super().__init__()
+        self.kind, self.dim = kind, dim
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.amax(dim=self.dim) if self.kind == "max" else x.mean(dim=self.dim)
+
+
 class TextCNN(nn.Module):
     """Embedding → ``depth`` 1-D convolutions (kernel 3, residual) → global max pool → linear (Kim 2014, deeper)."""
 
@@ -33,6 +45,7 @@ class TextCNN(nn.Module):
         self.input_shape = (seq_len,)
         self.embed = nn.Embedding(vocab, width)
         self.convs = nn.ModuleList(nn.Conv1d(width, width, 3, padding=1) for _ in range(depth))
+        self.features = Pool("max", dim=2)
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(width, num_classes)
 
@@ -40,7 +53,7 @@ class TextCNN(nn.Module):
         x = self.embed(ids).transpose(1, 2)  # (B, width, L): Conv1d's layout
         for conv in self.convs:
             x = x + torch.relu(conv(x))
-        return self.head(self.dropout(x.amax(dim=2)))
+        return self.head(self.dropout(self.features(x)))
 
 
 class SelfAttention(nn.Module):
@@ -87,6 +100,7 @@ class TinyTransformer(nn.Module):
         heads = max(1, width // HEAD_DIM)
         self.layers = nn.ModuleList(EncoderLayer(width, heads, 2 * width, dropout) for _ in range(depth))
         self.norm = nn.LayerNorm(width)
+        self.features = Pool("mean", dim=1)
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(width, num_classes)
 
@@ -94,7 +108,7 @@ class TinyTransformer(nn.Module):
         x = self.dropout(self.embed(ids) + self.position)
         for layer in self.layers:
             x = layer(x)
-        return self.head(self.dropout(self.norm(x).mean(dim=1)))
+        return self.head(self.dropout(self.features(self.norm(x))))
 
 
 def student_inputs(config, x: np.ndarray) -> np.ndarray:

@@ -88,6 +88,7 @@ class MeanPoolClassifier(nn.Module):
         self.encoder, self.pad_id = encoder, pad_id
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(encoder.config.hidden_size, num_classes)
+        self.features = nn.Identity()  # marks the pooled vector for hidden-state distillation (no weights)
         self.trim = True  # cut each batch to its longest text: ~3x less work on short texts; off for a static-shape export
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
@@ -96,7 +97,7 @@ class MeanPoolClassifier(nn.Module):
         states = self.encoder(input_ids=ids.long(), attention_mask=mask).last_hidden_state
         weights = mask.unsqueeze(-1).to(states.dtype)
         pooled = (states * weights).sum(1) / weights.sum(1).clamp(min=1.0)
-        return self.head(self.dropout(pooled))
+        return self.head(self.dropout(self.features(pooled)))
 
 
 class HFClassifier(nn.Module):

@@ -50,14 +50,14 @@ class Budget:
 
 
 @dataclass(frozen=True)
-class Throughput:
-    """Effective end-to-end compute rates used by the latency estimate (giga multiply-accumulates per second)."""
+class Overheads:
+    """The cost terms besides the dense MAC rate.  A profile states them once for every precision, and may
+    override them per precision (``[throughput.int8]`` / ``[throughput.fp32]``): on x86 hosts int8 kernels pay
+    more per operator (requantisation) and int8 depthwise convolutions run far slower than fp32 ones, so one
+    shared set of overheads over-estimates fp32 and under-estimates int8."""
 
-    int8_gmacs: float
-    fp32_gmacs: float
     per_op_us: float  # fixed interpreter overhead per operator
     act_ns_per_elem: float  # time per activation element an operator writes (memory-bound work: pooling, large maps)
-    source: str  # where the rates come from: a publication, a derivation, or a measurement
     # Optional refinements, fitted by `profiles calibrate` (0 = not modelled).  Depthwise convolutions do
     # few MACs per byte moved and run at a far lower MAC rate than dense ones; and every output position of
     # a convolution costs a fixed amount beyond its MACs (microkernel calls, indirection), which dominates
@@ -66,13 +66,37 @@ class Throughput:
     ns_per_position: float = 0.0  # per output spatial position of every convolution
 
     def __post_init__(self) -> None:
-        _positive("throughput.int8_gmacs", self.int8_gmacs)
-        _positive("throughput.fp32_gmacs", self.fp32_gmacs)
-        if self.per_op_us < 0:
-            raise ProfileError(f"throughput.per_op_us must be ≥ 0, got {self.per_op_us}.", "Use 0 or a positive number.")
-        for name in ("act_ns_per_elem", "dw_gmacs", "ns_per_position"):
+        for name in ("per_op_us", "act_ns_per_elem", "dw_gmacs", "ns_per_position"):
             if getattr(self, name) < 0:
                 raise ProfileError(f"throughput.{name} must be ≥ 0, got {getattr(self, name)}.", "Use 0 or a positive number.")
+
+
+@dataclass(frozen=True)
+class Throughput:
+    """Effective end-to-end compute rates used by the latency estimate (giga multiply-accumulates per second)."""
+
+    int8_gmacs: float
+    fp32_gmacs: float
+    per_op_us: float
+    act_ns_per_elem: float
+    source: str  # where the rates come from: a publication, a derivation, or a measurement
+    dw_gmacs: float = 0.0
+    ns_per_position: float = 0.0
+    int8: Overheads | None = None  # per-precision overrides of the four terms above
+    fp32: Overheads | None = None
+
+    def __post_init__(self) -> None:
+        _positive("throughput.int8_gmacs", self.int8_gmacs)
+        _positive("throughput.fp32_gmacs", self.fp32_gmacs)
+        self.shared_overheads()  # validates the shared terms
+
+    def shared_overheads(self) -> Overheads:
+        return Overheads(self.per_op_us, self.act_ns_per_elem, self.dw_gmacs, self.ns_per_position)
+
+    def overheads(self, precision: str) -> Overheads:
+        """The terms for ``precision`` (fp16 runs on the fp32 kernels here): its override, else the shared ones."""
+        override = self.int8 if precision == "int8" else self.fp32
+        return override or self.shared_overheads()
 
 
 @dataclass(frozen=True)
@@ -104,10 +128,12 @@ class DeviceProfile:
         when the profile has that rate.
         """
         t = self.throughput
-        rate = t.int8_gmacs if (precision or self.precision) == "int8" else t.fp32_gmacs
-        dw_rate = t.dw_gmacs or rate
+        precision = precision or self.precision
+        rate = t.int8_gmacs if precision == "int8" else t.fp32_gmacs
+        o = t.overheads(precision)
+        dw_rate = o.dw_gmacs or rate
         compute_s = (macs - dw_macs) / (rate * 1e9) + dw_macs / (dw_rate * 1e9)
-        return compute_s * 1e3 + n_ops * t.per_op_us / 1e3 + act_elems * t.act_ns_per_elem / 1e6 + conv_positions * t.ns_per_position / 1e6
+        return compute_s * 1e3 + n_ops * o.per_op_us / 1e3 + act_elems * o.act_ns_per_elem / 1e6 + conv_positions * o.ns_per_position / 1e6
 
 
 def builtin_names() -> list[str]:
@@ -165,12 +191,20 @@ def _build(cls: type, raw: Any, prefix: str) -> Any:
     for name in names:
         if name not in raw:
             continue  # an optional field: its default applies
-        tp, value, field = hints[name], raw[name], f"{prefix}{name}"
+        tp, value, field = _optional_inner(hints[name]), raw[name], f"{prefix}{name}"
         if dataclasses.is_dataclass(tp):
             values[name] = _build(tp, value, f"{field}.")
         else:
             values[name] = _check_type(field, value, tp)
     return cls(**values)
+
+
+def _optional_inner(tp: Any) -> Any:
+    """``X | None`` → ``X`` (an optional sub-table); any other type unchanged."""
+    args = typing.get_args(tp)
+    if args and type(None) in args and len(args) == 2:
+        return next(a for a in args if a is not type(None))
+    return tp
 
 
 def _check_type(field: str, value: Any, tp: type) -> Any:
@@ -194,4 +228,4 @@ def _one_of(field: str, value: str, allowed: tuple[str, ...]) -> None:
         raise ProfileError(f"'{field}' = {value!r} is not allowed.", f"Use one of: {', '.join(allowed)}.")
 
 
-__all__ = ["CPU", "Budget", "DeviceProfile", "Throughput", "builtin_names", "load_profile", "parse_profile"]
+__all__ = ["CPU", "Budget", "DeviceProfile", "Overheads", "Throughput", "builtin_names", "load_profile", "parse_profile"]
