@@ -48,7 +48,13 @@ def _build_parser() -> argparse.ArgumentParser:
     b.add_argument("--augment-flip", action="store_true", help="random horizontal flips (only for flip-invariant classes)")
     b.add_argument("--teacher-views", type=int, default=0,
                    help="precompute the teacher on K augmented views of every training image (a view bank) instead of running it "
-                        "at every student step; 0 = online teacher")
+                        "at every student step; 0 = online teacher.  Text: K views of every training text (view 0 as it is), "
+                        "labelled by the teacher once and cached")
+    b.add_argument("--student-embeddings", default="teacher", choices=["teacher", "random"],
+                   help="text: both students (KD and its no-KD baseline) start their embeddings from the teacher's vectors for "
+                        "their vocabulary words (PCA to the student's width), or from random ones")
+    b.add_argument("--word-dropout", type=float, default=0.0,
+                   help="text views: drop each word with this probability (e.g. 0.2); needs --teacher-views K ≥ 2")
     b.add_argument("--temperature", type=float, default=4.0, help="KD temperature T")
     b.add_argument("--alpha", type=float, default=0.5, help="weight of the hard-label term")
     b.add_argument("--min-compression", type=float, default=4.0, help="student ≤ teacher params / this")

@@ -10,6 +10,7 @@ rerun never loads them.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import platform
 import shutil
@@ -51,6 +52,8 @@ class BuildOptions:
     augment_shift: int = 0  # random shift in pixels for student training (online teacher)
     augment_flip: bool = False  # random horizontal flips (only for flip-invariant classes)
     teacher_views: int = 0  # > 0: precompute the teacher on this many augmented views (view bank) instead of running it online
+    word_dropout: float = 0.0  # text views: each word of a training text dropped with this probability (views 1..K-1)
+    student_embeddings: str = "teacher"  # text students (KD and baseline): embeddings start from the teacher's word vectors, or "random"
     min_compression: float = 4.0  # the student has at most teacher_params / min_compression parameters
     search: str = "capacity"  # "capacity": largest fitting candidate; "proxy": brief training of the top-k
     proxy_top_k: int = 3
@@ -85,9 +88,14 @@ class BuildOptions:
                               "cnn suits tiny inputs (8x8 digits); vgg suits 28x28 images such as Fashion-MNIST.")
         if self.teacher_views < 0:
             raise ConfigError(f"--teacher-views must be ≥ 0, got {self.teacher_views}.", "Use 0 (teacher online) or e.g. 4.")
-        if self.teacher_views > 1 and not (self.augment_shift or self.augment_flip):
+        if self.student_embeddings not in ("teacher", "random"):
+            raise ConfigError(f"--student-embeddings must be teacher or random, got {self.student_embeddings!r}.",
+                              "teacher (the default) starts a text KD student from the teacher's word vectors.")
+        if not 0.0 <= self.word_dropout < 1.0:
+            raise ConfigError(f"--word-dropout must be within [0, 1), got {self.word_dropout}.", "Use e.g. 0.2 (one word in five dropped).")
+        if self.teacher_views > 1 and not (self.augment_shift or self.augment_flip or self.word_dropout):
             raise ConfigError(f"--teacher-views {self.teacher_views} needs augmentation to make the views differ.",
-                              "Add --augment-shift 2 and/or --augment-flip, or use --teacher-views 1.")
+                              "Add --augment-shift 2 and/or --augment-flip for images, --word-dropout 0.2 for text, or use --teacher-views 1.")
         if self.augment_shift < 0:
             raise ConfigError(f"--augment-shift must be ≥ 0, got {self.augment_shift}.", "Use 0 (off) or a few pixels, e.g. 2.")
         if self.nproc > 1 and (self.augment_shift or self.augment_flip or self.kd_loss in ("fitnet", "attention") or self.teacher_views):
@@ -223,6 +231,9 @@ def build(options: BuildOptions) -> dict[str, Any]:
         from .text_stages import check_text_options
 
         check_text_options(options)
+    elif options.word_dropout:
+        raise ConfigError("--word-dropout drops words of training texts; this build is vision.",
+                          "Leave it out; image views come from --augment-shift / --augment-flip.")
     # Text adds its own settings to the key; an image build's key stays what it always was.
     text_key = ["text", options.text_field, options.label_field] if task == "text" else []
     data, data_key = stages("data", [data_source, options.seed, options.calib_count, *text_key], DataResult,
@@ -254,15 +265,20 @@ def build(options: BuildOptions) -> dict[str, Any]:
     )
     console.stage("size", sizing.reason)
 
-    train_settings = [options.student_epochs, options.seed, *ranks]
+    train_settings = [options.student_epochs, options.seed, *ranks, *(_text_student_batch() if task == "text" else [])]
     # With a view bank the baseline trains on the same views as the KD student, so it depends on the teacher too.
-    view_settings = [teacher_key, options.teacher_views, options.augment_shift, options.augment_flip] if options.teacher_views else []
+    view_settings = [teacher_key, options.teacher_views, options.augment_shift, options.augment_flip,
+                     *([options.word_dropout] if options.word_dropout else [])] if options.teacher_views else []
+    # So does a text baseline that starts from the teacher's word vectors, like its KD student.
+    if task == "text" and options.student_embeddings == "teacher":
+        view_settings += [teacher_key, "embeddings", options.student_embeddings]
     baseline, baseline_key = stages(
         "baseline", [size_key, train_settings, *view_settings], StudentResult, lambda: _student_stage(run, options, data, sizing, None, "ce", view_teacher=teacher)
     )
     console.stage("baseline", f"no-KD student: test accuracy {baseline.test_accuracy:.4f}")
     kd_settings = [options.kd_loss, options.temperature, options.alpha, options.beta, options.augment_shift, options.augment_flip,
-                   *([options.teacher_views] if options.teacher_views else [])]
+                   *([options.teacher_views] if options.teacher_views else []), *([options.word_dropout] if options.word_dropout else []),
+                   *(["embeddings", options.student_embeddings] if task == "text" else [])]
     student, student_key = stages(
         "distill",
         [size_key, teacher_key, train_settings, kd_settings],
@@ -379,10 +395,14 @@ def _data_stage(run: RunDir, options: BuildOptions, task: str = "vision") -> tup
     return result, [path]
 
 
+def _text_student_batch() -> tuple[int, float]:
+    from .text_stages import STUDENT_BATCH, STUDENT_LR
+
+    return STUDENT_BATCH, STUDENT_LR
+
+
 def _student_splits(run: RunDir, data: DataResult, sizing):
     """The splits as the chosen student takes them: a text student reads ids of its own vocabulary and length."""
-    import dataclasses
-
     from .models.text import student_inputs
 
     splits = _splits(run, data)
@@ -517,6 +537,14 @@ def _student_stage(run, options, data, sizing, teacher: TeacherResult | None, lo
     name = "student_kd" if teacher is not None else "student_nokd"
     torch.manual_seed(options.seed)  # same initial weights for the KD student and its baseline
     model = build_student(sizing.chosen, data.spec)
+    if data.spec.task == "text" and options.student_embeddings == "teacher":
+        # Both students start from the teacher's word vectors, so the baseline differs from the KD student in
+        # its loss only and the KD gain is the soft targets' own (--student-embeddings random: both random).
+        from .text_stages import teacher_word_embeddings
+
+        get_console().stage("distill" if teacher is not None else "baseline", "starting the student's embeddings from the teacher's word vectors")
+        with torch.no_grad():
+            model.embed.weight.copy_(torch.from_numpy(teacher_word_embeddings(run, teacher or view_teacher, data, sizing.chosen)))
     kd = KDConfig(loss=loss, temperature=options.temperature, alpha=options.alpha, beta=options.beta)
     what = f"KD ({loss}, T={kd.temperature}, alpha={kd.alpha})" if teacher is not None else "hard labels only (no-KD baseline)"
     get_console().stage("distill" if teacher is not None else "baseline", f"training {sizing.chosen.label()} with {what}")
@@ -524,8 +552,17 @@ def _student_stage(run, options, data, sizing, teacher: TeacherResult | None, lo
         epochs=options.student_epochs, seed=options.seed, augment_shift=options.augment_shift, augment_flip=options.augment_flip,
         background=float(-data.spec.mean / data.spec.std),  # a blank pixel, normalized
     )
+    if data.spec.task == "text":
+        batch_size, lr = _text_student_batch()
+        cfg = dataclasses.replace(cfg, batch_size=batch_size, lr=lr)
     views = None
-    if options.teacher_views:
+    if options.teacher_views and data.spec.task == "text":
+        # The text analogue: the teacher labels word-dropout copies of the training texts; the baseline trains
+        # on the same copies with their hard labels.
+        from .text_stages import teacher_view_bank
+
+        views = teacher_view_bank(run, teacher or view_teacher, data, sizing.chosen, options.teacher_views, options.word_dropout, options.seed)
+    elif options.teacher_views:
         # A bank of fixed augmented views with the teacher's outputs on each replaces the online teacher;
         # the no-KD baseline trains on the same views, so the comparison isolates the teacher's signal.
         from .distill.views import build_view_bank

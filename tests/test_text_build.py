@@ -68,6 +68,10 @@ def test_text_build_end_to_end_with_a_local_hf_teacher(glosses, tmp_path):
     rows = {r["variant"]: r for r in report["ledger"]["rows"]}
     assert {"teacher_torch_fp32", "torch_fp32", "onnx_fp32", "tflite_fp32", "tflite_int8"} <= set(rows)
     assert rows["tflite_int8"]["precision"] == "int8 weights and int8 activations (int32 biases); int32 input, int8 output"
+    # The KD student started from the teacher's vectors for its vocabulary words (the tiny BERT is 32 wide).
+    (vectors,) = (out / "teacher").glob("word_vectors-*.npy")
+    assert np.load(vectors).shape == (report["sizing"]["chosen"]["vocab"] - 2, 32)
+    assert "starting the student's embeddings from the teacher" in (out / "build.log").read_text()
 
     # The shipped tokenizer reproduces the ids the INT8 model was verified on, with no host library.
     bundle = out / "bundle" / "raspberry-pi"
@@ -113,6 +117,20 @@ def test_text_build_end_to_end_with_a_local_hf_teacher(glosses, tmp_path):
     log = (out / "build.log").read_text().split("edge-distill 0")[-1]
     assert "fine-tuning" not in log
 
+    # Teacher-labelled word-dropout views: the teacher runs once on each extra view (cached with the
+    # training texts' ids, view 0 = the texts as they are), and both students retrain on the bank.
+    assert main([*args, "--teacher-views", "3", "--word-dropout", "0.3"]) == 0
+    (bank,) = (out / "teacher").glob("views_train-*.npz")
+    with np.load(bank) as npz:
+        assert npz["x"].shape[:2] == (3, report["data"]["n_train"]) and npz["logits"].shape == (3, report["data"]["n_train"], 4)
+        assert np.array_equal(npz["logits"][0], np.load(out / "teacher" / "logits_train.npy"))
+        # Dropped words shorten the texts: the views hold fewer real tokens than view 0.
+        lengths = (npz["x"] != 0).sum(2).sum(1)
+        assert lengths[1] < lengths[0] and lengths[2] < lengths[0] and lengths[1] != lengths[2]
+    log = (out / "build.log").read_text().split("edge-distill 0")[-1]
+    assert "fine-tuning" not in log and "teacher on view 2/2" in log
+    assert "no-KD student" in log and "KD student" in log
+
 
 def test_text_options_are_checked_before_training(glosses, tmp_path, capsys):
     base = ["build", "--data", str(glosses), "--text-field", "gloss", "--label-field", "topic", "--out", str(tmp_path / "r"), *FAST]
@@ -124,6 +142,14 @@ def test_text_options_are_checked_before_training(glosses, tmp_path, capsys):
     assert "config.json" in capsys.readouterr().err
     assert main(["build", "--data", "digits", "--task", "text", "--out", str(tmp_path / "r2"), *FAST]) != 0
     assert "text dataset" in capsys.readouterr().err
+    assert main([*base, "--teacher-views", "3"]) != 0
+    assert "--word-dropout 0.2" in capsys.readouterr().err
+    assert main([*base, "--teacher-views", "3", "--word-dropout", "0.2", "--kd-loss", "hidden"]) != 0
+    assert "--kd-loss logit with --teacher-views" in capsys.readouterr().err
+    assert main([*base, "--augment-shift", "2"]) != 0
+    assert "--word-dropout" in capsys.readouterr().err
+    assert main(["build", "--data", "digits", "--word-dropout", "0.2", "--out", str(tmp_path / "r3"), *FAST]) != 0
+    assert "this build is vision" in capsys.readouterr().err
 
 
 def test_hf_teacher_as_it_is_maps_its_labels_to_the_dataset_classes(glosses, tmp_path):

@@ -118,3 +118,23 @@ def test_non_utf8_file_is_refused(tmp_path):
     path.write_bytes(b"text,label\n\xff\xfe,a\n")
     with pytest.raises(DataError, match="not UTF-8"):
         load_text_file(str(path))
+
+
+def test_word_dropout_keeps_punctuation_a_word_and_its_seed():
+    from edge_distill.data.text_augment import drop_words
+    from edge_distill.data.tokenizer import words
+    from edge_distill.errors import ConfigError
+
+    texts = ["a small domesticated carnivorous mammal with soft fur; (cat)", "one", "", "e.g. the U.S. army's 1st division"] * 50
+    first, again, other = drop_words(texts, 0.3, 7), drop_words(texts, 0.3, 7), drop_words(texts, 0.3, 8)
+    assert first == again and first != other
+    for before, after in zip(texts, first):
+        kept = words(after)
+        assert (len(kept) >= 1) == bool(words(before))  # never an empty text from a non-empty one
+        it = iter(words(before))
+        assert all(any(w == v for v in it) for w in kept)  # the kept words, in their order
+        assert [c for c in after if c in ";()'."] == [c for c in before if c in ";()'."]  # punctuation untouched
+    dropped = sum(len(words(t)) for t in texts) - sum(len(words(t)) for t in first)
+    assert 0.2 < dropped / sum(len(words(t)) for t in texts) < 0.4
+    with pytest.raises(ConfigError, match="within"):
+        drop_words(texts, 1.0, 0)
