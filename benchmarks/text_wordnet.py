@@ -83,6 +83,7 @@ def seed_runs(run_dir: Path, report: dict, seeds: tuple[int, ...], epochs: int, 
     bank = None
     if opts["teacher_views"]:  # the build's bank: the same word-dropout views for every seed (teacher run once)
         bank = teacher_view_bank(RunDir(run_dir), teacher, data, config, opts["teacher_views"], opts["word_dropout"], opts["seed"])
+    (run_dir / "seeds").mkdir(exist_ok=True)  # the training checkpoints' folder
     for seed in seeds:
         for loss in losses:
             torch.manual_seed(seed)
