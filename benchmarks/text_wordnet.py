@@ -68,7 +68,7 @@ def seed_runs(run_dir: Path, report: dict, seeds: tuple[int, ...], epochs: int, 
     from edge_distill.pipeline import TeacherResult
     from edge_distill.rundir import RunDir
     from edge_distill.serde import from_jsonable
-    from edge_distill.text_stages import STUDENT_BATCH, STUDENT_LR, teacher_hidden_states, teacher_view_bank, teacher_word_embeddings
+    from edge_distill.text_stages import STUDENT_BATCH, STUDENT_LR, start_from_teacher_embeddings, teacher_hidden_states, teacher_view_bank
 
     data = from_jsonable(DataResult, report["data"])
     config = from_jsonable(StudentConfig, report["sizing"]["chosen"])
@@ -79,7 +79,6 @@ def seed_runs(run_dir: Path, report: dict, seeds: tuple[int, ...], epochs: int, 
     out: dict[str, list[float]] = {loss: [] for loss in losses}
     teacher = from_jsonable(TeacherResult, report["teacher"])
     embeddings = embeddings or opts["student_embeddings"]
-    table = torch.from_numpy(teacher_word_embeddings(RunDir(run_dir), teacher, data, config)) if embeddings == "teacher" else None
     bank = None
     if opts["teacher_views"]:  # the build's bank: the same word-dropout views for every seed (teacher run once)
         bank = teacher_view_bank(RunDir(run_dir), teacher, data, config, opts["teacher_views"], opts["word_dropout"], opts["seed"])
@@ -88,9 +87,8 @@ def seed_runs(run_dir: Path, report: dict, seeds: tuple[int, ...], epochs: int, 
         for loss in losses:
             torch.manual_seed(seed)
             model = build_student(config, data.spec)
-            if table is not None:
-                with torch.no_grad():
-                    model.embed.weight.copy_(table)
+            if embeddings == "teacher":
+                start_from_teacher_embeddings(model, RunDir(run_dir), teacher, data, config)
             kd = KDConfig(loss=loss, temperature=opts["temperature"], alpha=opts["alpha"], beta=opts["beta"])
             views = bank
             if LOSSES.get(loss).needs_features:  # the teacher's pooled hidden states, cached once, as a one-view bank
@@ -200,8 +198,8 @@ def main() -> int:
         *([f"| student KD, INT8 shipped by the quality gate (seed 0; {result['mixed_int8_precision']}) | {student['params']:,} | "
            f"{result['mixed_int8_seed0']:.4f} |"] if result["mixed_int8_seed0"] is not None else []),
         "",
-        f"Both no-KD rows differ from the KD row in the loss only (same embeddings, epochs, batches); the first row is "
-        f"the student without any help from the teacher"
+        "Both no-KD rows differ from the KD row in the loss only (same embeddings, epochs, batches); the first row is "
+        "the student without any help from the teacher"
         + (f" — KD student seed 0 vs it: {result['gain_over_scratch_points_seed0']:+.2f} points." if scratch is not None else "."),
         "",
         f"Compression {result['student']['compression']}x; KD gain {result['kd_gain_points']:+.2f} points; INT8 drop "

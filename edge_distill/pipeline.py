@@ -540,11 +540,10 @@ def _student_stage(run, options, data, sizing, teacher: TeacherResult | None, lo
     if data.spec.task == "text" and options.student_embeddings == "teacher":
         # Both students start from the teacher's word vectors, so the baseline differs from the KD student in
         # its loss only and the KD gain is the soft targets' own (--student-embeddings random: both random).
-        from .text_stages import teacher_word_embeddings
+        from .text_stages import start_from_teacher_embeddings
 
         get_console().stage("distill" if teacher is not None else "baseline", "starting the student's embeddings from the teacher's word vectors")
-        with torch.no_grad():
-            model.embed.weight.copy_(torch.from_numpy(teacher_word_embeddings(run, teacher or view_teacher, data, sizing.chosen)))
+        start_from_teacher_embeddings(model, run, teacher or view_teacher, data, sizing.chosen)
     kd = KDConfig(loss=loss, temperature=options.temperature, alpha=options.alpha, beta=options.beta)
     what = f"KD ({loss}, T={kd.temperature}, alpha={kd.alpha})" if teacher is not None else "hard labels only (no-KD baseline)"
     get_console().stage("distill" if teacher is not None else "baseline", f"training {sizing.chosen.label()} with {what}")

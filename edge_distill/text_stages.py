@@ -179,18 +179,25 @@ def teacher_stage(run: RunDir, options, data) -> tuple[Any, list[Path]]:
     return result, files + [run.path(result.path), run.path(result.logits_path)]
 
 
-def _logits_with_progress(model, x: np.ndarray, classes: int, desc: str) -> np.ndarray:
-    """``model``'s logits on every row of ``x``, in chunks of texts of similar length (each pads only to its
-    own longest text), with a progress bar."""
-    from .distill import predict_logits
+def _length_ordered_chunks(model, x: np.ndarray, size: int, desc: str):
+    """Row indices of ``x`` in chunks of ``size`` texts of similar length (each chunk pads only to its own
+    longest text, for a model that trims), with a progress bar."""
     from .distill.train import length_order
 
     order = length_order(model, x)
     order = order if order is not None else np.arange(len(x))
-    chunks = range(0, len(x), 512)
-    logits = np.empty((len(x), classes), np.float32)
+    chunks = range(0, len(x), size)
     for i in get_console().progress(chunks, len(chunks), desc):
-        logits[order[i : i + 512]] = predict_logits(model, x[order[i : i + 512]])
+        yield order[i : i + size]
+
+
+def _logits_with_progress(model, x: np.ndarray, classes: int, desc: str) -> np.ndarray:
+    """``model``'s logits on every row of ``x``."""
+    from .distill import predict_logits
+
+    logits = np.empty((len(x), classes), np.float32)
+    for rows in _length_ordered_chunks(model, x, 512, desc):
+        logits[rows] = predict_logits(model, x[rows])
     return logits
 
 
@@ -259,11 +266,11 @@ def teacher_hidden_states(run: RunDir, teacher, spec, splits) -> np.ndarray:
     rel = f"teacher/hidden_train-{key}.npy"
     if run.path(rel).exists():
         return np.load(run.path(rel))
-    states = _pooled_states(load_teacher(run, spec), teacher_inputs(run, teacher, splits, "train"), "teacher hidden states")
+    states = _pooled_states(load_teacher(run, spec), teacher_inputs(run, teacher, splits, "train"), "teacher hidden states").astype(np.float16)
     with run.atomic_path(rel) as tmp:
         with open(tmp, "wb") as fh:
-            np.save(fh, states.astype(np.float16))
-    return states.astype(np.float16)
+            np.save(fh, states)
+    return states
 
 
 def _pooled_states(model, x: np.ndarray, desc: str) -> np.ndarray:
@@ -272,19 +279,15 @@ def _pooled_states(model, x: np.ndarray, desc: str) -> np.ndarray:
     import torch
 
     from .distill.features import capture_features
-    from .distill.train import length_order
 
     model.eval()
-    order = length_order(model, x)
-    order = order if order is not None else np.arange(len(x))
-    chunks = range(0, len(x), 256)
     states = None
     with torch.no_grad(), capture_features(model) as captured:
-        for i in get_console().progress(chunks, len(chunks), desc):
-            model(torch.from_numpy(x[order[i : i + 256]]))
+        for rows in _length_ordered_chunks(model, x, 256, desc):
+            model(torch.from_numpy(x[rows]))
             part = captured.pop().float().numpy()
             states = np.empty((len(x), part.shape[1]), np.float32) if states is None else states
-            states[order[i : i + 256]] = part
+            states[rows] = part
     return states
 
 
@@ -317,6 +320,14 @@ def teacher_word_embeddings(run: RunDir, teacher, data, student_config) -> np.nd
     # A teacher narrower than the student fills the first columns; the rest start at zero and train.
     table[2:, : projected.shape[1]] = projected / max(float(projected.std()), 1e-12)
     return table
+
+
+def start_from_teacher_embeddings(model, run: RunDir, teacher, data, student_config) -> None:
+    """Overwrite ``model``'s embedding table with ``teacher_word_embeddings`` (text students name it ``embed``)."""
+    import torch
+
+    with torch.no_grad():
+        model.embed.weight.copy_(torch.from_numpy(teacher_word_embeddings(run, teacher, data, student_config)))
 
 
 def _teacher_encoder(run: RunDir, teacher):
