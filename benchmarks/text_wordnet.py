@@ -64,7 +64,7 @@ def seed_runs(run_dir: Path, report: dict, seeds: tuple[int, ...], epochs: int, 
     from edge_distill.distill import LOSSES, KDConfig, TrainConfig, accuracy, train
     from edge_distill.distill.views import ViewBank
     from edge_distill.models.students import StudentConfig, build_student
-    from edge_distill.models.text import student_inputs
+    from edge_distill.models.text import TEXT_STUDENT_REVISION, student_inputs
     from edge_distill.pipeline import TeacherResult
     from edge_distill.rundir import RunDir
     from edge_distill.serde import from_jsonable
@@ -95,7 +95,7 @@ def seed_runs(run_dir: Path, report: dict, seeds: tuple[int, ...], epochs: int, 
                 hidden = teacher_hidden_states(RunDir(run_dir), teacher, data.spec, splits)
                 views = ViewBank(fit(splits.x_train)[None], logits[None], hidden[None])
             train(model, fit(splits.x_train), splits.y_train, fit(splits.x_val), splits.y_val, TrainConfig(epochs=epochs, seed=seed, batch_size=STUDENT_BATCH, lr=STUDENT_LR), kd,
-                  logits if loss != "ce" and views is None else None, run_dir / "seeds" / f"{loss}-{embeddings}-v{opts['teacher_views']}-e{epochs}-{seed}.ckpt", f"seed {seed} {loss} ({embeddings} embeddings)",
+                  logits if loss != "ce" and views is None else None, run_dir / "seeds" / f"{loss}-{embeddings}-v{opts['teacher_views']}-e{epochs}-{seed}-r{TEXT_STUDENT_REVISION}.ckpt", f"seed {seed} {loss} ({embeddings} embeddings)",
                   views=views)
             out[loss].append(accuracy(model, fit(splits.x_test), splits.y_test))
     return out

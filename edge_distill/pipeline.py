@@ -395,10 +395,12 @@ def _data_stage(run: RunDir, options: BuildOptions, task: str = "vision") -> tup
     return result, [path]
 
 
-def _text_student_batch() -> tuple[int, float]:
+def _text_student_batch() -> tuple[int, float, str]:
+    """The text students' training settings that are not options, and their graph's revision."""
+    from .models.text import TEXT_STUDENT_REVISION
     from .text_stages import STUDENT_BATCH, STUDENT_LR
 
-    return STUDENT_BATCH, STUDENT_LR
+    return STUDENT_BATCH, STUDENT_LR, f"graph-r{TEXT_STUDENT_REVISION}"
 
 
 def _student_splits(run: RunDir, data: DataResult, sizing):
@@ -552,7 +554,7 @@ def _student_stage(run, options, data, sizing, teacher: TeacherResult | None, lo
         background=float(-data.spec.mean / data.spec.std),  # a blank pixel, normalized
     )
     if data.spec.task == "text":
-        batch_size, lr = _text_student_batch()
+        batch_size, lr, _revision = _text_student_batch()
         cfg = dataclasses.replace(cfg, batch_size=batch_size, lr=lr)
     views = None
     if options.teacher_views and data.spec.task == "text":

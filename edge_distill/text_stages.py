@@ -299,7 +299,8 @@ def teacher_word_embeddings(run: RunDir, teacher, data, student_config) -> np.nd
     the student's embeddings, scaled to the unit variance ``nn.Embedding`` starts with.  A student trained from
     random embeddings learns rare words from a handful of sentences and overfits them (on wordnet-nouns its
     train loss falls far below validation); the teacher has met those words in pre-training and fine-tuning.
-    [PAD] and [UNK] start at zero.  The teacher's vectors are cached per teacher weights and vocabulary size.
+    [UNK] starts at zero; the [PAD] row is left out (the model keeps its own random row: see models/text.py).
+    The teacher's vectors are cached per teacher weights and vocabulary size.
     """
     from .data.tokenizer import WordTokenizer
     from .data.user import fingerprint
@@ -323,11 +324,16 @@ def teacher_word_embeddings(run: RunDir, teacher, data, student_config) -> np.nd
 
 
 def start_from_teacher_embeddings(model, run: RunDir, teacher, data, student_config) -> None:
-    """Overwrite ``model``'s embedding table with ``teacher_word_embeddings`` (text students name it ``embed``)."""
+    """Overwrite ``model``'s embedding table with ``teacher_word_embeddings`` (text students name it ``embed``),
+    all rows but [PAD]'s."""
     import torch
 
+    from .data.tokenizer import PAD_ID
+
+    table = torch.from_numpy(teacher_word_embeddings(run, teacher, data, student_config))
+    keep = torch.arange(table.shape[0]) != PAD_ID
     with torch.no_grad():
-        model.embed.weight.copy_(torch.from_numpy(teacher_word_embeddings(run, teacher, data, student_config)))
+        model.embed.weight[keep] = table[keep]
 
 
 def _teacher_encoder(run: RunDir, teacher):

@@ -2,11 +2,16 @@
 
 Both convert through ONNX → onnx2tf → full-INT8 TFLite with an *integer* input: the embedding lookup is a
 Gather on the int32 ids (its table is quantized to int8 like any weight), everything after it is float
-in torch and int8 in the deployed file.  Two deliberate omissions keep INT8 accurate:
+in torch and int8 in the deployed file.  Choices that keep INT8 accurate:
 
-- no attention mask: an additive -1e4 mask would stretch the int8 range of the attention scores so far
-  that real scores collapse to a few levels.  [PAD] is an ordinary learned token instead; the model
-  learns to ignore it, and it sees the same padding in training and on the device;
+- the transformer ignores [PAD] through a *bounded* key bias (-8, not -1e4) that is itself a Gather from a
+  constant per-token table, so it stays an exact int8 value with no bool→float cast; a -1e4 mask would
+  stretch the int8 range of the attention scores until real scores collapse to a few levels;
+- it averages real tokens only, as a softmax over that same bias: int8 SOFTMAX does the division by the
+  token count, which a plain ``sum / count`` would leave as a float DIV in the file.  Averaging the [PAD]
+  rows too (our first design) cost 1.3 points in full INT8 on wordnet-nouns;
+- the [PAD] embedding row keeps a random unit-variance start: it is masked out everywhere, so it never
+  trains, and a zero row makes LayerNorm's variance ~0 there — int8 RSQRT then saturates;
 - no GELU/tanh where ReLU does: ReLU is exact in int8.
 
 Knobs the sizing search turns (``StudentConfig``): ``width`` (embedding and model dimension), ``depth``
@@ -20,9 +25,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..data.tokenizer import restrict_ids
+from ..data.tokenizer import PAD_ID, restrict_ids
 
 HEAD_DIM = 32  # attention heads have 32 dimensions (width 64 → 2 heads, 128 → 4)
+PAD_BIAS = -8.0  # exp(-8) = 3e-4: [PAD] keys get ~nothing, and -8 costs the scores' int8 range little
+# Bumped whenever a family's graph changes, so cached students of the old graph are not reused.
+TEXT_STUDENT_REVISION = 2
 
 
 class Pool(nn.Module):
@@ -35,6 +43,17 @@ class Pool(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x.amax(dim=self.dim) if self.kind == "max" else x.mean(dim=self.dim)
+
+
+class RealTokenMean(nn.Module):
+    """Mean over the real (non-[PAD]) tokens: (B, L, D), key bias (B, L) → (B, D).
+
+    softmax over the bias gives 1/n on the n real tokens and ~0 on [PAD]; in the INT8 file that division is
+    the SOFTMAX kernel's, so no float op remains.  Hidden-state distillation hooks this module's output."""
+
+    def forward(self, x: torch.Tensor, key_bias: torch.Tensor) -> torch.Tensor:
+        weights = torch.softmax(key_bias, dim=-1)
+        return (x * weights.unsqueeze(-1)).sum(dim=1)
 
 
 class TextCNN(nn.Module):
@@ -63,10 +82,11 @@ class SelfAttention(nn.Module):
         self.qkv = nn.Linear(width, 3 * width)
         self.proj = nn.Linear(width, width)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, key_bias: torch.Tensor) -> torch.Tensor:
         b, n, d = x.shape
         q, k, v = self.qkv(x).reshape(b, n, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
-        att = torch.softmax((q @ k.transpose(-1, -2)) * self.head_dim**-0.5, dim=-1)
+        scores = (q @ k.transpose(-1, -2)) * self.head_dim**-0.5 + key_bias[:, None, None, :]
+        att = torch.softmax(scores, dim=-1)
         return self.proj((att @ v).transpose(1, 2).reshape(b, n, d))
 
     def matmul_macs(self, x: torch.Tensor) -> int:
@@ -83,13 +103,13 @@ class EncoderLayer(nn.Module):
         self.ff = nn.Sequential(nn.Linear(width, ffn), nn.ReLU(), nn.Linear(ffn, width))
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.dropout(self.attn(self.norm1(x)))  # pre-norm: trains without warm-up tricks at this size
+    def forward(self, x: torch.Tensor, key_bias: torch.Tensor) -> torch.Tensor:
+        x = x + self.dropout(self.attn(self.norm1(x), key_bias))  # pre-norm: trains without warm-up tricks at this size
         return x + self.dropout(self.ff(self.norm2(x)))
 
 
 class TinyTransformer(nn.Module):
-    """Token + learned position embeddings → ``depth`` pre-norm encoder layers → mean pool → linear."""
+    """Token + learned position embeddings → ``depth`` pre-norm encoder layers → mean of real tokens → linear."""
 
     def __init__(self, vocab: int, seq_len: int, width: int, depth: int, num_classes: int, dropout: float = 0.1) -> None:
         super().__init__()
@@ -100,15 +120,20 @@ class TinyTransformer(nn.Module):
         heads = max(1, width // HEAD_DIM)
         self.layers = nn.ModuleList(EncoderLayer(width, heads, 2 * width, dropout) for _ in range(depth))
         self.norm = nn.LayerNorm(width)
-        self.features = Pool("mean", dim=1)
+        self.features = RealTokenMean()
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(width, num_classes)
+        # A per-token constant looked up like an embedding (a Gather on the ids in the deployed file).
+        pad_bias = torch.zeros(vocab, 1)
+        pad_bias[PAD_ID] = PAD_BIAS
+        self.register_buffer("pad_bias", pad_bias)
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        key_bias = nn.functional.embedding(ids, self.pad_bias).squeeze(-1)  # (B, L): 0 real, PAD_BIAS [PAD]
         x = self.dropout(self.embed(ids) + self.position)
         for layer in self.layers:
-            x = layer(x)
-        return self.head(self.dropout(self.features(self.norm(x))))
+            x = layer(x, key_bias)
+        return self.head(self.dropout(self.features(self.norm(x), key_bias)))
 
 
 def student_inputs(config, x: np.ndarray) -> np.ndarray:
