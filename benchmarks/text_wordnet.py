@@ -101,6 +101,16 @@ def seed_runs(run_dir: Path, report: dict, seeds: tuple[int, ...], epochs: int, 
     return out
 
 
+def int8_on_reference_kernels(run_dir: Path, report: dict) -> dict:
+    """The build's full-INT8 student scored and timed by the device agent with XNNPACK off (LiteRT's reference kernels)."""
+    from edge_distill.bench import bench_model
+    from edge_distill.pipeline import TEXT_TEST_NPZ
+
+    int8 = next(f for f in report["conversion"]["files"] if f["variant"] == "tflite_int8")
+    r = bench_model(run_dir / int8["path"], threads=report["bench"]["threads"], eval_npz=run_dir / TEXT_TEST_NPZ, xnnpack=False)
+    return {"accuracy": r.accuracy, "p50_ms": r.p50_ms, "where": r.where}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
@@ -142,6 +152,7 @@ def main() -> int:
         if report["options"]["student_embeddings"] == "teacher" else None
     hidden = seed_runs(run_dir, report, (0, *seeds), student_epochs, ("hidden",))["hidden"] if args.hidden else None
     rows = {r["variant"]: r for r in report["ledger"]["rows"]}
+    reference = int8_on_reference_kernels(run_dir, report)
     nokd = [report["students"]["baseline"]["test_accuracy"], *more["ce"]]
     kd = [report["students"]["kd"]["test_accuracy"], *more["logit"]]
     teacher, student = report["teacher"], report["students"]["kd"]
@@ -171,6 +182,12 @@ def main() -> int:
         # What the quality gate shipped when full INT8 lost more than --max-int8-drop: INT8 with the worst layers in float.
         "mixed_int8_seed0": rows.get("tflite_mixed", {}).get("accuracy"),
         "mixed_int8_precision": rows.get("tflite_mixed", {}).get("precision"),
+        # The same full-INT8 file on LiteRT's reference kernels (XNNPACK off), timed and scored by the device agent.
+        "int8_reference_kernels_seed0": reference["accuracy"],
+        "int8_reference_kernels_drop_points": round(100 * (rows["torch_fp32"]["accuracy"] - reference["accuracy"]), 2),
+        "latency_p50_ms": {**{label: r["p50_ms"] for label, r in zip(report["bench"]["labels"], report["bench"]["results"])},
+                           "student tflite_int8 (XNNPACK off)": reference["p50_ms"]},
+        "latency_where": reference["where"],
         "n_test": report["ledger"]["n_test"],
         "targets": TARGETS,
     }
@@ -197,13 +214,22 @@ def main() -> int:
         f"{result['int8_student_seed0']:.4f} |",
         *([f"| student KD, INT8 shipped by the quality gate (seed 0; {result['mixed_int8_precision']}) | {student['params']:,} | "
            f"{result['mixed_int8_seed0']:.4f} |"] if result["mixed_int8_seed0"] is not None else []),
+        f"| student KD, the same full-INT8 file on LiteRT's reference kernels, XNNPACK off (seed 0) | {student['params']:,} | "
+        f"{result['int8_reference_kernels_seed0']:.4f} |",
+        "",
+        "| model (p50 latency, batch 1) | ms |",
+        "|---|---:|",
+        *[f"| {label} | {ms:.3f} |" for label, ms in result["latency_p50_ms"].items()],
+        "",
+        f"Latency: {result['latency_where']}, 2 threads, device agent in its own process.",
         "",
         "Both no-KD rows differ from the KD row in the loss only (same embeddings, epochs, batches); the first row is "
         "the student without any help from the teacher"
         + (f" — KD student seed 0 vs it: {result['gain_over_scratch_points_seed0']:+.2f} points." if scratch is not None else "."),
         "",
         f"Compression {result['student']['compression']}x; KD gain {result['kd_gain_points']:+.2f} points; INT8 drop "
-        f"{result['int8_drop_points']:.2f} points; INT8 file {result['int8_bytes']:,} B ({result['int8_precision']}).",
+        f"{result['int8_drop_points']:.2f} points with XNNPACK, {result['int8_reference_kernels_drop_points']:.2f} on the reference "
+        f"kernels; INT8 file {result['int8_bytes']:,} B ({result['int8_precision']}).",
     ]
     replace_section(name, "\n".join(md))
     print("\n".join(md))

@@ -92,6 +92,7 @@ def _build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--warmup", type=int, default=20)
     bench.add_argument("--runs", type=int, default=200)
     bench.add_argument("--npz", help="test data (.npz with x in the model's input layout, y labels) for on-agent accuracy")
+    bench.add_argument("--no-xnnpack", action="store_true", help="time LiteRT's reference kernels instead of its default XNNPACK delegate")
     bench.add_argument("--runner", default="local", help="where benchmarks run: local, qemu-arm64 (emulated arm64; see `runner setup`), ssh://user@host[:port], adb[://SERIAL]")
 
     runner = sub.add_parser("runner", help="prepare a bench runner (the qemu-arm64 emulator root)")
@@ -179,7 +180,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     from .bench import bench_model
     from .serde import to_jsonable
 
-    result = bench_model(Path(args.model), args.threads, args.warmup, args.runs, Path(args.npz) if args.npz else None, runner=args.runner)
+    result = bench_model(Path(args.model), args.threads, args.warmup, args.runs, Path(args.npz) if args.npz else None, runner=args.runner,
+                         xnnpack=not args.no_xnnpack)
     print(json.dumps(to_jsonable(result), indent=2))
     return 0
 

@@ -153,6 +153,8 @@ def format_ledger(result: VerifyResult) -> str:
 
 def format_attempts(attempts) -> str:
     """The quality gate's escalation, one line per attempt (``QuantAttempt``s or their JSON dicts)."""
+    from .convert.results import reference_kernels_note
+
     lines = []
     for a in attempts:
         get = a.get if isinstance(a, dict) else lambda k, a=a: getattr(a, k)
@@ -162,6 +164,9 @@ def format_attempts(attempts) -> str:
             measure = f"accuracy {get('accuracy'):.4f}, " if get("accuracy") is not None else ""
             outcome = f"{measure}agreement {get('agreement'):.4f}, drop {get('drop_points'):.2f} points — {'passed' if get('passed') else 'failed'}"
         lines.append(f"  {get('step')}. {get('strategy'):<18} {get('settings')}: {outcome}")
+        note = reference_kernels_note(get("drop_points"), get("reference_kernels_drop"), None)
+        if note:
+            lines.append(f"     {note}")
     return "\n".join(lines)
 
 

@@ -176,20 +176,28 @@ class TFLiteModel:
     format = "tflite"
     timed_call = "Interpreter.invoke()"
 
-    def __init__(self, path: str, threads: int) -> None:
+    def __init__(self, path: str, threads: int, xnnpack: bool = True) -> None:
         with open(path, "rb") as fh:
             head = fh.read(8)
         if len(head) < 8 or head[4:8] != b"TFL3":
             raise AgentError(f"{path} is not a valid TFLite flatbuffer (file identifier {head[4:8]!r}, expected b'TFL3').",
                              "Pass a .tflite file produced by a TFLite converter, or a .onnx file.")
         mod, self.runtime, self.runtime_version = _import_tflite()
-        self.path, self.threads = path, threads
+        self.path, self.threads, self.xnnpack = path, threads, xnnpack
         self._mod = mod
 
     def load(self) -> None:
         try:
             # num_threads always explicit: LiteRT treats None as 1 thread.
-            self.interp = self._mod.Interpreter(model_path=self.path, num_threads=self.threads)
+            kwargs = {}
+            if not self.xnnpack:
+                # LiteRT's built-in reference kernels instead of the XNNPACK delegate it applies by default.
+                resolver = getattr(getattr(self._mod, "OpResolverType", None), "BUILTIN_WITHOUT_DEFAULT_DELEGATES", None)
+                if resolver is None:
+                    raise AgentError(f"{self.runtime} {self.runtime_version} cannot turn XNNPACK off (no OpResolverType).",
+                                     "Drop --no-xnnpack, or install ai-edge-litert.")
+                kwargs["experimental_op_resolver_type"] = resolver
+            self.interp = self._mod.Interpreter(model_path=self.path, num_threads=self.threads, **kwargs)
             for d in self.interp.get_input_details():
                 sig = d.get("shape_signature")
                 if sig is not None and any(int(s) < 0 for s in sig):
@@ -215,6 +223,8 @@ class TFLiteModel:
         except Exception:  # private API; absent in some runtimes
             return "unknown (runtime does not expose its execution plan)", None
         n = sum(1 for op in ops if op.get("op_name") == "DELEGATE")
+        if not self.xnnpack:
+            return "none (XNNPACK off: LiteRT reference kernels)", n
         return ("xnnpack (default CPU delegate)" if n else "none"), n
 
     def set_inputs(self, arrays) -> None:
@@ -283,12 +293,14 @@ class OnnxModel:
         return self._result[i]
 
 
-def open_model(path: str, threads: int):
+def open_model(path: str, threads: int, xnnpack: bool = True):
     if not os.path.isfile(path):
         raise AgentError(f"Model file not found: {path}", "Check the path (the agent runs on the device).")
     if path.lower().endswith(".onnx"):
+        if not xnnpack:
+            raise AgentError("--no-xnnpack applies to .tflite models only.", "Drop --no-xnnpack for an .onnx model.")
         return OnnxModel(path, threads)
-    return TFLiteModel(path, threads)
+    return TFLiteModel(path, threads, xnnpack)
 
 
 # ---- inputs ---------------------------------------------------------------------------------------
@@ -357,6 +369,8 @@ def parse_args(argv):
     p.add_argument("--batch-limit", type=int, default=0, help="evaluate at most K samples of --npz (0 = all)")
     p.add_argument("--predictions", action="store_true",
                    help="with --npz: also report each scored sample's top-1 class (for cross-runtime checks)")
+    p.add_argument("--no-xnnpack", action="store_true",
+                   help="run LiteRT's reference kernels instead of the default XNNPACK delegate (.tflite only)")
     args = p.parse_args(argv)
     if args.threads < 1:
         raise AgentError(f"--threads must be >= 1, got {args.threads}.")
@@ -375,7 +389,7 @@ def measure(args) -> dict:
     t_start = time.perf_counter()
     import numpy as np
 
-    model = open_model(args.model, args.threads)  # imports the runtime
+    model = open_model(args.model, args.threads, not args.no_xnnpack)  # imports the runtime
     rss_baseline = rss_mb()
 
     npz_head = peek_npz_x(args.npz, np) if args.npz else None

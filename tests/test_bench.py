@@ -118,6 +118,17 @@ def test_tflite_int8_accuracy(models):
     assert r.n_eval == 10 and r.accuracy == 1.0
 
 
+def test_xnnpack_can_be_turned_off(models):
+    """LiteRT's reference kernels: no DELEGATE node, same answers, and the record says which kernels ran."""
+    on = bench_model(models["int8"], threads=1, eval_npz=models["img"], **RUNS)
+    off = bench_model(models["int8"], threads=1, eval_npz=models["img"], xnnpack=False, **RUNS)
+    assert on.delegate.startswith("xnnpack")
+    assert off.delegate.startswith("none (XNNPACK off")
+    assert off.accuracy == on.accuracy == 1.0
+    with pytest.raises(BenchError, match="--no-xnnpack applies to .tflite models only"):
+        bench_model(models["linear"], threads=1, xnnpack=False, **RUNS)
+
+
 def test_onnx(models):
     import onnxruntime
 

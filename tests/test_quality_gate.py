@@ -19,6 +19,7 @@ import torch.nn as nn
 from edge_distill.convert import InputContract, check_calibration, contract_from_spec, convert_student, run_tflite
 from edge_distill.convert.calibration import to_model_input
 from edge_distill.convert.escalate import Judge, Ladder, climb
+from edge_distill.convert.results import reference_kernels_note
 from edge_distill.errors import CalibrationError, DataError, QualityGateError
 from edge_distill.rundir import RunDir
 from edge_distill.verify import Scored, build_ledger, enforce_gate, format_ledger
@@ -220,6 +221,10 @@ def test_gate_catches_the_collapse_and_escalation_recovers_it(outlier_30k, digit
         assert not a.passed and a.error == "" and a.drop_points > 50, a  # collapsed: near chance on 10 classes
         assert a.accuracy == pytest.approx(fp32_val - a.drop_points / 100, abs=1e-6)
     assert "800" in attempts[1].settings  # the larger calibration draw was really used
+    # The failed baseline was scored again without XNNPACK: the collapse is the quantization's, not the delegate's.
+    assert attempts[0].reference_kernels_drop > 50 and all(a.reference_kernels_drop is None for a in attempts[1:])
+    note = reference_kernels_note(attempts[0].drop_points, attempts[0].reference_kernels_drop, gate.max_drop_points)
+    assert "reference kernels" in note and "sound" not in note
     # ...then float fallback of the worst layer (and its consumer) passed the gate.
     last = attempts[-1]
     assert last.strategy == "float_fallback" and last.passed and last.published and last.drop_points <= 1.0
@@ -371,3 +376,11 @@ def test_report_sections_show_the_escalation_and_the_worst_layers(outlier_30k, d
     assert f"<td>{num(worst.channel_nsr)}</td><td>{num(worst.nsr)}</td><td>{num(worst.rmse_over_scale)}</td>" in html
     assert "passed → `tflite_mixed`" in md and "passed → tflite_mixed" in html
     assert f"{verified.int8_drop_points:.2f}" in md  # what plain INT8 lost stays visible
+
+
+def test_reference_kernels_note_blames_the_delegate_only_when_the_file_is_sound():
+    """Measured on wordnet-nouns: full INT8 lost 36 points under XNNPACK and 0.05 on the reference kernels."""
+    sound = reference_kernels_note(36.3, 0.05, 1.0)
+    assert "36.30 points with XNNPACK" in sound and "0.05 points" in sound and "XNNPACK's int8 kernels lose the accuracy" in sound
+    assert "sound" not in reference_kernels_note(36.3, 30.0, 1.0)
+    assert reference_kernels_note(36.3, None, 1.0) == ""

@@ -97,3 +97,27 @@ def test_text_student_converts_to_full_int8_with_int32_ids(family, data, tmp_pat
     assert proc.returncode == 0, report
     assert report["input_dtype"] == "int32" and report["n_eval"] == len(check_y)
     assert abs(report["accuracy"] - fp32) <= 0.03
+
+
+def test_the_transformer_reads_real_tokens_only():
+    """[PAD] keys get a -8 bias and the sentence vector averages the real tokens: what sits in the [PAD] rows
+    barely moves the logits, and the pooled vector is the plain mean of the real rows."""
+    from edge_distill.models.text import PAD_BIAS, RealTokenMean, TinyTransformer
+
+    torch.manual_seed(0)
+    model = TinyTransformer(vocab=50, seq_len=12, width=32, depth=2, num_classes=5).eval()
+    ids = torch.tensor([[5, 9, 23, 7, 0, 0, 0, 0, 0, 0, 0, 0], [3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 0]])
+    before = model(ids)
+    with torch.no_grad():
+        model.embed.weight[0] = 10 * torch.randn(32)  # a wildly different [PAD] row
+    after = model(ids)
+    assert (before - after).abs().max() < 0.05 * before.abs().max()
+    with torch.no_grad():
+        model.embed.weight[5] += 3 * torch.randn(32)  # the same kind of change to a real word does move them
+    assert (model(ids) - after).abs().max() > 0.2 * before.abs().max()
+
+    x = torch.randn(2, 12, 32)
+    bias = torch.where(ids == 0, PAD_BIAS, 0.0)
+    pooled = RealTokenMean()(x, bias)
+    real = (ids != 0).float().unsqueeze(-1)
+    assert torch.allclose(pooled, (x * real).sum(1) / real.sum(1), atol=0.02)

@@ -69,12 +69,13 @@ def _check_int(name: str, value: object, minimum: int) -> int:
 
 def bench_model(model_path: Path, threads: int, warmup: int = 20, runs: int = 200,
                 eval_npz: Path | None = None, runner: str = "local", timeout_s: float = 600,
-                eval_limit: int = 0) -> BenchResult:
+                eval_limit: int = 0, xnnpack: bool = True) -> BenchResult:
     """Benchmark one model with the device agent via ``runner``; with ``eval_npz`` also its accuracy.
 
     ``eval_npz`` holds ``x`` (float32, already in the model's input layout and normalized; int8/uint8
     inputs are quantized by the agent) and ``y`` (integer labels).  ``eval_limit`` caps how many of its
-    samples are scored (0 = all).  Raises ``BenchError`` with the agent's own message on any failure.
+    samples are scored (0 = all).  ``xnnpack=False`` times LiteRT's reference kernels instead of its default
+    XNNPACK delegate.  Raises ``BenchError`` with the agent's own message on any failure.
     """
     model_path = Path(model_path)
     _check_int("threads", threads, 1)
@@ -94,9 +95,9 @@ def bench_model(model_path: Path, threads: int, warmup: int = 20, runs: int = 20
     # Unknown names → ConfigError listing the known runners; a runner that cannot work here → BenchError.
     impl = make_runner(runner)
     console = get_console()
-    what = f"{runs} runs, {threads} thread{'s' if threads != 1 else ''}, runner {runner}"
+    what = f"{runs} runs, {threads} thread{'s' if threads != 1 else ''}, runner {runner}" + ("" if xnnpack else ", XNNPACK off")
     console.stage("bench", f"{model_path.name}: {what}" + (f", scoring {eval_npz.name}" if eval_npz else ""))
-    options = AgentOptions(threads=threads, warmup=warmup, runs=runs, eval_limit=eval_limit)
+    options = AgentOptions(threads=threads, warmup=warmup, runs=runs, eval_limit=eval_limit, xnnpack=xnnpack)
     with importlib.resources.as_file(agent_path()) as agent:
         data = impl.run_agent(agent, model_path.resolve(), options, eval_npz.resolve() if eval_npz else None,
                               timeout_s)

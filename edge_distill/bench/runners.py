@@ -34,11 +34,12 @@ class AgentOptions:
     runs: int
     eval_limit: int = 0  # --batch-limit: evaluate at most this many --npz samples (0 = all)
     predictions: bool = False  # --predictions: also return every scored sample's top-1 class
+    xnnpack: bool = True  # False: --no-xnnpack, LiteRT's reference kernels
 
     def argv(self) -> list[str]:
         argv = ["--threads", str(self.threads), "--warmup", str(self.warmup), "--runs", str(self.runs),
                 "--batch-limit", str(self.eval_limit)]
-        return argv + ["--predictions"] if self.predictions else argv
+        return argv + (["--predictions"] if self.predictions else []) + ([] if self.xnnpack else ["--no-xnnpack"])
 
 
 class Runner(ABC):

@@ -19,7 +19,7 @@ the build with the ledger -- a collapsed model is never shipped as if it were fi
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -70,9 +70,9 @@ class Judge:
             deploy_variant=deploy_variant,
         )
 
-    def score(self, path: Path) -> tuple[float | None, float, float]:
+    def score(self, path: Path, xnnpack: bool = True) -> tuple[float | None, float, float]:
         """(accuracy or None, agreement, drop in points) of the model at ``path``."""
-        predicted = run_tflite(path, self.x, self.threads).argmax(1)
+        predicted = run_tflite(path, self.x, self.threads, xnnpack=xnnpack).argmax(1)
         agreement = float(np.mean(predicted == self.reference))
         if self.y is None:
             return None, agreement, 100.0 * (1.0 - agreement)
@@ -108,6 +108,11 @@ class Judge:
             bytes=path.stat().st_size,
             seconds=round(time.perf_counter() - started, 3),
         )
+        if strategy == "baseline" and not record.passed:
+            # Measured on this host: LiteRT 2.1.0's XNNPACK int8 BATCH_MATMUL (attention's two activation x
+            # activation products) dropped a full-INT8 text student from 85.6% to 49%, while the reference
+            # kernels ran the same file at 85.5%.  Say which it is, so nobody blames the calibration for it.
+            record = replace(record, reference_kernels_drop=round(self.score(path, xnnpack=False)[2], 4))
         return record, path
 
 
@@ -225,8 +230,6 @@ def _better(drop: float | None, than: float | None) -> bool:
 
 
 def _published(attempt: QuantAttempt) -> QuantAttempt:
-    from dataclasses import replace
-
     return replace(attempt, published=True)
 
 

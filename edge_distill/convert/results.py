@@ -111,6 +111,21 @@ class QuantAttempt:
     seconds: float
     error: str = ""  # why the attempt could not be built or run
     published: bool = False  # this attempt's file is the one written under ``variant``
+    # A failed full-INT8 baseline is scored again on LiteRT's reference kernels (XNNPACK off): a small drop
+    # there means the file is sound and the delegate's int8 kernels lose the accuracy.  None: not measured.
+    reference_kernels_drop: float | None = None
+
+
+def reference_kernels_note(drop_xnnpack: float | None, drop_reference: float | None, max_drop: float | None) -> str:
+    """One sentence on a failed full-INT8 baseline scored again without XNNPACK; "" when not measured."""
+    if drop_reference is None or drop_xnnpack is None:
+        return ""
+    said = (f"Plain full INT8 loses {drop_xnnpack:.2f} points with XNNPACK (LiteRT's default) and {drop_reference:.2f} points "
+            "on LiteRT's reference kernels (XNNPACK off)")
+    if max_drop is not None and drop_reference <= max_drop < drop_xnnpack:
+        return (said + ": the file's quantization is sound, XNNPACK's int8 kernels lose the accuracy. The shipped file works "
+                "under default runtimes; the full-INT8 file would need a runtime without the XNNPACK delegate (slower).")
+    return said + "."
 
 
 @dataclass(frozen=True)

@@ -88,9 +88,13 @@ def run_onnx(
 
 
 # ---- TFLite ----------------------------------------------------------------------------------------
-def tflite_interpreter(path: Path, threads: int = 2) -> Any:
-    """A LiteRT interpreter with tensors allocated; ``num_threads`` is always explicit (LiteRT treats None as 1)."""
-    from ai_edge_litert.interpreter import Interpreter
+def tflite_interpreter(path: Path, threads: int = 2, xnnpack: bool = True) -> Any:
+    """A LiteRT interpreter with tensors allocated; ``num_threads`` is always explicit (LiteRT treats None as 1).
+
+    ``xnnpack=False`` runs LiteRT's built-in reference kernels instead of the XNNPACK delegate that every
+    default LiteRT runtime (Python, Android, Raspberry Pi) applies: the deployment truth is XNNPACK, the
+    reference kernels tell a file's quantization apart from one delegate's kernels."""
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
     path = _require_file(path, "TFLite")
     content = path.read_bytes()
@@ -106,7 +110,8 @@ def tflite_interpreter(path: Path, threads: int = 2) -> Any:
         with captured_output() as log:
             # model_content, not model_path: LiteRT runs the flatbuffer verifier only on in-memory models, and
             # a truncated or bit-flipped file given by path segfaults the interpreter instead of raising.
-            interpreter = Interpreter(model_content=content, num_threads=threads)
+            resolver = OpResolverType.AUTO if xnnpack else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+            interpreter = Interpreter(model_content=content, num_threads=threads, experimental_op_resolver_type=resolver)
             interpreter.allocate_tensors()
     except Exception as exc:
         error = _unreadable(path, "TFLite", exc)
@@ -145,12 +150,12 @@ def dequantize(q: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
     return ((q.astype(np.float32) - zero_point) * scale).astype(np.float32)
 
 
-def run_tflite(path: Path, x_nchw: np.ndarray, threads: int = 2, latencies: list[float] | None = None) -> np.ndarray:
+def run_tflite(path: Path, x_nchw: np.ndarray, threads: int = 2, latencies: list[float] | None = None, xnnpack: bool = True) -> np.ndarray:
     """Logits (N, classes) as float32 for NCHW float32 ``x_nchw``, whatever the model's layout and dtypes.
 
     With ``latencies``, the wall time of every ``invoke`` (seconds) is appended to it.
     """
-    interpreter = tflite_interpreter(path, threads)
+    interpreter = tflite_interpreter(path, threads, xnnpack)
     inp = interpreter.get_input_details()[0]
     out = interpreter.get_output_details()[0]
     x = nchw_to_model_layout(np.asarray(x_nchw), tuple(int(d) for d in inp["shape"]))

@@ -40,7 +40,7 @@ from .escalate import Judge, Ladder, climb
 from .model_info import model_file_info
 from .onnx_export import OPSET, export_onnx
 from .quiet import captured_output
-from .results import ConvertResult, HopCheck, LayerError
+from .results import ConvertResult, HopCheck, LayerError, reference_kernels_note
 from .runtimes import run_onnx, run_tflite, tflite_interpreter
 from .tflite_convert import onnx_to_tflite_fp32
 
@@ -410,7 +410,8 @@ def _describe_attempt(attempt, judge: Judge) -> str:
         f"accuracy {attempt.accuracy:.2%} vs fp32 {judge.reference_accuracy:.2%}" if attempt.accuracy is not None
         else f"agreement {attempt.agreement:.2%}"
     )
+    note = reference_kernels_note(attempt.drop_points, attempt.reference_kernels_drop, judge.max_drop)
     return (
         f"gate attempt {attempt.step} ({attempt.strategy}): {attempt.settings} — {measure} on {len(judge.x)} held-out samples, "
-        f"drop {attempt.drop_points:.2f} points (max {judge.max_drop:.2f}): {verdict}"
+        f"drop {attempt.drop_points:.2f} points (max {judge.max_drop:.2f}): {verdict}" + (f". {note}" if note else "")
     )

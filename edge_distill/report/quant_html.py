@@ -18,6 +18,8 @@ def _drop(points: Any) -> str:
 
 @section("int8-gate", "INT8 quality gate: escalation and per-layer error")
 def _int8_gate(r: dict[str, Any]) -> str | None:
+    from ..convert.results import reference_kernels_note
+
     conv, led = r.get("conversion") or {}, r.get("ledger") or {}
     attempts = [a for a in conv.get("attempts") or [] if isinstance(a, dict)]
     layers = [x for x in conv.get("layer_errors") or [] if isinstance(x, dict)]
@@ -57,6 +59,9 @@ def _int8_gate(r: dict[str, Any]) -> str | None:
             f"({e(gate.get('criterion', '?'))} against the fp32 student, {pct(gate.get('reference_accuracy'))}); the first within the "
             "gate ships. The test split is kept for the ledger."
         ))
+        note = reference_kernels_note(attempts[0].get("drop_points"), attempts[0].get("reference_kernels_drop"), led.get("max_int8_drop"))
+        if note:
+            parts.append(f"<p>{e(note)}</p>")
 
     if layers:
         parts.append("<h3>Per-layer INT8 error, worst first</h3>" + table(
