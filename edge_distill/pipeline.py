@@ -265,7 +265,7 @@ def build(options: BuildOptions) -> dict[str, Any]:
     )
     console.stage("size", sizing.reason)
 
-    train_settings = [options.student_epochs, options.seed, *ranks, *(_text_student_batch() if task == "text" else [])]
+    train_settings = [options.student_epochs, options.seed, *ranks, *(_text_student_settings() if task == "text" else [])]
     # With a view bank the baseline trains on the same views as the KD student, so it depends on the teacher too.
     view_settings = [teacher_key, options.teacher_views, options.augment_shift, options.augment_flip,
                      *([options.word_dropout] if options.word_dropout else [])] if options.teacher_views else []
@@ -395,7 +395,7 @@ def _data_stage(run: RunDir, options: BuildOptions, task: str = "vision") -> tup
     return result, [path]
 
 
-def _text_student_batch() -> tuple[int, float, str]:
+def _text_student_settings() -> tuple[int, float, str]:
     """The text students' training settings that are not options, and their graph's revision."""
     from .models.text import TEXT_STUDENT_REVISION
     from .text_stages import STUDENT_BATCH, STUDENT_LR
@@ -554,7 +554,7 @@ def _student_stage(run, options, data, sizing, teacher: TeacherResult | None, lo
         background=float(-data.spec.mean / data.spec.std),  # a blank pixel, normalized
     )
     if data.spec.task == "text":
-        batch_size, lr, _revision = _text_student_batch()
+        batch_size, lr, _revision = _text_student_settings()
         cfg = dataclasses.replace(cfg, batch_size=batch_size, lr=lr)
     views = None
     if options.teacher_views and data.spec.task == "text":

@@ -14,6 +14,9 @@ Rungs 1-3 stay full integer and are published as ``tflite_int8``; rung 4 is ``tf
 ``tflite_mixed``, so a file's name never claims more integer than it holds.  Every attempt is recorded,
 passed or not, with its numbers; when nothing passes, ``deploy_variant`` is None and the verify stage fails
 the build with the ledger -- a collapsed model is never shipped as if it were fine.
+
+Candidates are scored under XNNPACK, the delegate every default LiteRT runtime applies, because that is what
+deploys; a failed baseline is also scored on the reference kernels, to tell a bad file from a bad delegate.
 """
 
 from __future__ import annotations
