@@ -53,6 +53,25 @@ def test_view_zero_is_the_data_and_outputs_match_the_teacher():
     np.testing.assert_array_equal(again.x, bank.x)  # seeded: a resumed build trains on the same views
 
 
+def test_a_flip_averaged_teacher_banks_its_averaged_logits_and_the_unflipped_feature_map():
+    from edge_distill.distill.features import capture_features
+    from edge_distill.models.teacher import FlipAveraged
+
+    x, _ = _data()
+    inner = _teacher()
+    averaged = FlipAveraged(inner, x.shape[-1]).eval()
+    bank = build_view_bank(averaged, x, views=2, shift=1, flip=True, background=0.0, with_maps=True, batch_size=40)
+    with torch.no_grad():
+        xb = torch.from_numpy(bank.x[1])
+        expected = (inner(xb) + inner(xb.flip(-1))) / 2
+        with capture_features(inner) as maps:
+            inner(xb)
+    np.testing.assert_allclose(bank.logits[1], expected.numpy(), rtol=1e-4, atol=1e-5)
+    # The classes of _data are not mirror-symmetric, so the average differs from the plain logits.
+    assert not np.allclose(bank.logits[1], inner(xb).detach().numpy(), atol=1e-3)
+    np.testing.assert_allclose(bank.maps[1].astype(np.float32), maps[0].numpy(), rtol=1e-2, atol=1e-2)
+
+
 def test_draw_views_depends_only_on_seed_and_epoch():
     x, _ = _data()
     bank = build_view_bank(_teacher(), x, views=4, shift=1, flip=False, background=0.0)

@@ -36,6 +36,33 @@ def builtin_teacher(spec: DataSpec, arch: str = "cnn") -> nn.Module:
     raise TeacherError(f"Unknown built-in teacher architecture {arch!r}.", f"Use one of: {', '.join(TEACHER_ARCHS)}.")
 
 
+class FlipAveraged(nn.Module):
+    """A trained image model that answers with the mean of its logits on the image and its mirror image.
+
+    Test-time flip averaging: a cheap ensemble for data whose classes are left-right symmetric (clothes,
+    most photos).  Measured on Fashion-MNIST with the 20-epoch ``vgg`` teacher: test 0.9334 alone, 0.9363
+    averaged.  For a *teacher* the doubled inference cost is paid once, when its outputs are cached (view
+    bank, cached logits), and its soft targets are smoother.  ``features`` is the wrapped model's, so
+    feature losses read the map of the first (unflipped) pass.
+
+    The mirror is a Gather of the columns in reverse order, not ``torch.flip``: onnx2tf turned the ONNX
+    Slice with step -1 that ``torch.flip`` exports into a TFLite graph that disagreed with ONNX Runtime
+    (max|Δ| 4.7 on the logits; the hop check caught it).
+    """
+
+    def __init__(self, model: nn.Module, width: int) -> None:
+        super().__init__()
+        self.model = model
+        self.register_buffer("reversed_columns", torch.arange(width - 1, -1, -1), persistent=False)
+
+    @property
+    def features(self) -> nn.Module:
+        return self.model.features
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (self.model(x) + self.model(x.index_select(-1, self.reversed_columns))) * 0.5
+
+
 def load_teacher_file(path: Path, spec: DataSpec, trust_pickle: bool = False) -> nn.Module:
     """Load a teacher file and check that it maps one input of ``spec.input_shape`` to ``num_classes`` logits."""
     if not path.exists():
