@@ -35,6 +35,12 @@ def _build_parser() -> argparse.ArgumentParser:
     b.add_argument("--finetune-epochs", type=int, default=2, help="text teachers minilm / hf:DIR: fine-tuning epochs (0: use hf:DIR as it is)")
     b.add_argument("--teacher-arch", default="cnn", choices=["cnn", "vgg"],
                    help="built-in teacher (--teacher auto): cnn (small, for tiny inputs) or vgg (deeper, for 28x28 images such as Fashion-MNIST)")
+    b.add_argument("--teacher-members", type=int, default=1,
+                   help="built-in teacher: train this many from seeds seed, seed+1, ... and average their logits (an ensemble "
+                        "teacher; each member costs a full teacher training)")
+    b.add_argument("--teacher-flip-average", action="store_true",
+                   help="built-in teacher: answer with the mean of its logits on the image and its mirror (needs --augment-flip, "
+                        "so the teacher learns mirrored images; only for flip-invariant classes)")
     b.add_argument("--trust-pickle", action="store_true", help="allow a pickled teacher checkpoint (it can execute code)")
     b.add_argument("--student", default="auto", help="student family: cnn, dscnn, vgg (images); textcnn, tiny-transformer (text); auto: cnn / tiny-transformer")
     b.add_argument("--out", help="run directory (default: runs/<profile>)")
@@ -44,8 +50,8 @@ def _build_parser() -> argparse.ArgumentParser:
     b.add_argument("--kd-loss", default="logit", help="KD loss: logit, fitnet (FitNets hint + logit), attention (attention transfer + logit), "
                    "hidden (pooled hidden-state cosine + logit; images and text)")
     b.add_argument("--beta", type=float, default=1.0, help="weight of the feature term for fitnet / attention")
-    b.add_argument("--augment-shift", type=int, default=0, help="random shift (pixels) of student training images; the teacher runs online")
-    b.add_argument("--augment-flip", action="store_true", help="random horizontal flips (only for flip-invariant classes)")
+    b.add_argument("--augment-shift", type=int, default=0, help="random shift (pixels) of training images (the built-in teacher's and the student's); the teacher runs online")
+    b.add_argument("--augment-flip", action="store_true", help="random horizontal flips of training images, teacher's and student's (only for flip-invariant classes)")
     b.add_argument("--teacher-views", type=int, default=0,
                    help="precompute the teacher on K augmented views of every training image (a view bank) instead of running it "
                         "at every student step; 0 = online teacher.  Text: K views of every training text (view 0 as it is), "

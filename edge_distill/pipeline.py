@@ -36,6 +36,8 @@ class BuildOptions:
     data: str = "digits"
     teacher: str = "auto"
     teacher_arch: str = "cnn"  # the built-in teacher's architecture (--teacher auto): cnn, or vgg for 28x28-class images
+    teacher_members: int = 1  # built-in teacher: this many trained from seeds seed.. and averaged (models.teacher.Ensemble)
+    teacher_flip_average: bool = False  # built-in teacher: mean of its logits on the image and its mirror (FlipAveraged)
     student: str = "auto"  # a student family; auto: cnn for images, tiny-transformer for text
     task: str = "auto"  # vision or text; auto decides from --data (a text dataset or a .csv/.jsonl file is text)
     text_field: str = "text"  # text files: the field holding the text ...
@@ -86,6 +88,16 @@ class BuildOptions:
         if self.teacher_arch not in TEACHER_ARCHS:
             raise ConfigError(f"--teacher-arch must be one of {', '.join(TEACHER_ARCHS)}, got {self.teacher_arch!r}.",
                               "cnn suits tiny inputs (8x8 digits); vgg suits 28x28 images such as Fashion-MNIST.")
+        if self.teacher_members < 1:
+            raise ConfigError(f"--teacher-members must be ≥ 1, got {self.teacher_members}.", "Use 1 (one teacher) or e.g. 2 (an ensemble of two).")
+        if (self.teacher_members > 1 or self.teacher_flip_average) and self.teacher != "auto":
+            raise ConfigError("--teacher-members and --teacher-flip-average shape the built-in teacher; this build loads its teacher "
+                              f"from {self.teacher!r}.", "Use --teacher auto, or leave them out.")
+        if self.teacher_flip_average and not self.augment_flip:
+            raise ConfigError("--teacher-flip-average averages the teacher over mirrored images, but without --augment-flip it never "
+                              "learns them.", "Add --augment-flip (only for classes that look the same mirrored), or leave it out.")
+        if self.nproc > 1 and (self.teacher_members > 1 or self.teacher_flip_average):
+            raise ConfigError("--nproc > 1 does not yet support --teacher-members > 1 or --teacher-flip-average.", "Use --nproc 1 with them.")
         if self.teacher_views < 0:
             raise ConfigError(f"--teacher-views must be ≥ 0, got {self.teacher_views}.", "Use 0 (teacher online) or e.g. 4.")
         if self.student_embeddings not in ("teacher", "random"):
@@ -131,6 +143,9 @@ class TeacherResult:
     logits_path: str  # cached teacher logits on the training split
     train: Any = None  # TrainResult for the built-in teacher
     arch: str = "cnn"  # the built-in teacher's architecture ("" for a user's file)
+    members: int = 1  # built-in teacher: members averaged (an ensemble when > 1)
+    flip_average: bool = False  # built-in teacher: averaged over the image and its mirror
+    member_test_accuracy: tuple[float, ...] = ()  # each member alone, when members > 1
 
 
 @dataclass(frozen=True)
@@ -248,7 +263,8 @@ def build(options: BuildOptions) -> dict[str, Any]:
         teacher_source = options.teacher if options.teacher == "auto" else sha256_file(_teacher_path(options))
     teacher, teacher_key = stages(
         "teacher",
-        [data_key, teacher_source, options.teacher_epochs, options.seed, *ranks, *([options.teacher_arch] if options.teacher_arch != "cnn" else [])],
+        [data_key, teacher_source, options.teacher_epochs, options.seed, *ranks, *([options.teacher_arch] if options.teacher_arch != "cnn" else []),
+         *_teacher_recipe_key(options)],
         TeacherResult,
         lambda: _teacher_stage(run, options, data) if task == "vision" else _text_teacher_stage(run, options, data),
     )
@@ -444,26 +460,35 @@ def _teacher_stage(run: RunDir, options: BuildOptions, data: DataResult) -> tupl
     from .distill import KDConfig, TrainConfig, accuracy, ddp, predict_logits, train
     from .distill.worker import ModelRecipe, cache_teacher_logits, train_distributed
     from .models.cnn import count_params
-    from .models.teacher import builtin_teacher, load_teacher_file
+    from .models.teacher import averaged_teacher, builtin_teacher, load_teacher_file
 
     splits = _splits(run, data)
-    train_result = None
+    train_result, member_accuracy = None, ()
     if options.teacher == "auto":
-        torch.manual_seed(options.seed)
-        model = builtin_teacher(data.spec, options.teacher_arch)
-        get_console().stage("teacher", f"training the built-in {options.teacher_arch} teacher ({count_params(model):,} params) for {options.teacher_epochs} epochs")
-        cfg, kd = TrainConfig(epochs=options.teacher_epochs, seed=options.seed), KDConfig(loss="ce")
-        if ddp.wanted(options.nproc):
-            train_result = train_distributed(
-                run, ModelRecipe("teacher", data.spec, teacher_arch=options.teacher_arch), model, data.splits_path, cfg, kd, None, "teacher/train.ckpt", "teacher", options.nproc
-            )
-        else:
-            train_result = train(
-                model, splits.x_train, splits.y_train, splits.x_val, splits.y_val, cfg, kd, None, run.path("teacher/train.ckpt"), "teacher",
-            )
+        members = []
+        for k in range(options.teacher_members):
+            torch.manual_seed(options.seed + k)
+            member = builtin_teacher(data.spec, options.teacher_arch)
+            name = "teacher" if options.teacher_members == 1 else f"teacher {k + 1}/{options.teacher_members}"
+            get_console().stage("teacher", f"training the built-in {options.teacher_arch} {name} ({count_params(member):,} params) for {options.teacher_epochs} epochs")
+            # The teacher learns the invariances the student is trained with (--augment-shift / --augment-flip).
+            cfg = TrainConfig(epochs=options.teacher_epochs, seed=options.seed + k, augment_shift=options.augment_shift,
+                              augment_flip=options.augment_flip, background=data.spec.background)
+            checkpoint = "teacher/train.ckpt" if k == 0 else f"teacher/train-{k}.ckpt"  # member 0 keeps a one-teacher build's file
+            if ddp.wanted(options.nproc):
+                result = train_distributed(run, ModelRecipe("teacher", data.spec, teacher_arch=options.teacher_arch), member, data.splits_path,
+                                           cfg, KDConfig(loss="ce"), None, checkpoint, "teacher", options.nproc)
+            else:
+                result = train(member, splits.x_train, splits.y_train, splits.x_val, splits.y_val, cfg, KDConfig(loss="ce"), None,
+                               run.path(checkpoint), name)
+            train_result = train_result or result  # the report plots the first member's curve
+            members.append(member.eval())
+        if len(members) > 1:
+            member_accuracy = tuple(accuracy(m, splits.x_test, splits.y_test) for m in members)
+        model = averaged_teacher(members, options.teacher_flip_average, data.spec.input_shape[-1]).eval()
         with run.atomic_path("teacher/teacher.pt") as tmp:
             torch.save(model.state_dict(), tmp)
-        kind, source = "builtin", f"auto (built-in {options.teacher_arch} teacher)"
+        kind, source = "builtin", f"auto (built-in {options.teacher_arch} teacher{_teacher_recipe_label(options)})"
     else:
         path = _teacher_path(options)
         model = load_teacher_file(path, data.spec, options.trust_pickle)
@@ -493,21 +518,41 @@ def _teacher_stage(run: RunDir, options: BuildOptions, data: DataResult) -> tupl
         logits_path="teacher/logits_train.npy",
         train=to_jsonable(train_result),
         arch=options.teacher_arch if kind == "builtin" else "",
+        members=options.teacher_members if kind == "builtin" else 1,
+        flip_average=options.teacher_flip_average and kind == "builtin",
+        member_test_accuracy=member_accuracy,
     )
     return result, [run.path(result.path), run.path(result.logits_path)]
+
+
+def _teacher_recipe_key(options: BuildOptions) -> list:
+    """What shapes the built-in teacher beyond its epochs and arch; empty for the original recipe, so the keys
+    of earlier builds (and their cached teachers) stay valid."""
+    if options.teacher != "auto":
+        return []
+    return [*(["augment", options.augment_shift, options.augment_flip] if options.augment_shift or options.augment_flip else []),
+            *(["members", options.teacher_members] if options.teacher_members > 1 else []),
+            *(["flip-average"] if options.teacher_flip_average else [])]
+
+
+def _teacher_recipe_label(options: BuildOptions) -> str:
+    parts = ([f"ensemble of {options.teacher_members}"] if options.teacher_members > 1 else []) + (
+        ["flip-averaged"] if options.teacher_flip_average else [])
+    return f", {', '.join(parts)}" if parts else ""
 
 
 def load_teacher_model(run: RunDir, teacher: TeacherResult, spec, trust_pickle: bool = False):
     import torch
 
-    from .models.teacher import builtin_teacher, load_teacher_file
+    from .models.teacher import averaged_teacher, builtin_teacher, load_teacher_file
 
     if spec.task == "text":
         from .text_stages import load_teacher
 
         return load_teacher(run, spec)
     if teacher.kind == "builtin":
-        model = builtin_teacher(spec, teacher.arch or "cnn")
+        members = [builtin_teacher(spec, teacher.arch or "cnn") for _ in range(teacher.members)]
+        model = averaged_teacher(members, teacher.flip_average, spec.input_shape[-1])
         model.load_state_dict(torch.load(run.path(teacher.path), weights_only=True))
         return model.eval()
     return load_teacher_file(run.path(teacher.path), spec, trust_pickle)
@@ -551,7 +596,7 @@ def _student_stage(run, options, data, sizing, teacher: TeacherResult | None, lo
     get_console().stage("distill" if teacher is not None else "baseline", f"training {sizing.chosen.label()} with {what}")
     cfg = TrainConfig(
         epochs=options.student_epochs, seed=options.seed, augment_shift=options.augment_shift, augment_flip=options.augment_flip,
-        background=float(-data.spec.mean / data.spec.std),  # a blank pixel, normalized
+        background=data.spec.background,
     )
     if data.spec.task == "text":
         batch_size, lr, _revision = _text_student_settings()

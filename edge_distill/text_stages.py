@@ -71,6 +71,9 @@ def check_text_options(options) -> None:
     if options.augment_shift or options.augment_flip:
         raise ConfigError("--augment-shift and --augment-flip are image augmentations; this build is text.",
                           "Leave them out; text views come from --teacher-views K --word-dropout P.")
+    if options.teacher_members > 1:
+        raise ConfigError("--teacher-members trains an ensemble of the built-in image teacher; this build is text.",
+                          "Leave it out (text teachers are minilm, hf:DIR or auto).")
     if options.teacher_views and options.kd_loss == "hidden":
         raise ConfigError("--kd-loss hidden with --teacher-views is not supported yet: the teacher's hidden states are cached "
                           "for the training texts as they are, not for their word-dropout views.",

@@ -85,13 +85,16 @@ def test_changed_kd_settings_redo_only_what_depends_on_them(demo, tmp_path):
     assert new_lines.count("student_kd: resuming") == 0
 
 
-def test_vgg_teacher_and_view_bank(demo, tmp_path):
-    out, _ = demo
-    copy = tmp_path / "views"
-    subprocess.run(["cp", "-r", str(out), str(copy)], check=True)
-    args = ["--teacher-arch", "vgg", "--teacher-views", "2", "--augment-shift", "1"]
+def _rebuild_a_copy(demo, copy, args):
+    """Build again in a copy of the demo's run directory with ``args`` added; the copy's report."""
+    subprocess.run(["cp", "-r", str(demo[0]), str(copy)], check=True)
     assert main(["build", "--profile", "rpi4", "--out", str(copy), *FAST, *args]) == 0
-    report = json.loads((copy / "report.json").read_text())
+    return json.loads((copy / "report.json").read_text())
+
+
+def test_vgg_teacher_and_view_bank(demo, tmp_path):
+    copy = tmp_path / "views"
+    report = _rebuild_a_copy(demo, copy, ["--teacher-arch", "vgg", "--teacher-views", "2", "--augment-shift", "1"])
     times = {t["stage"]: t["reused"] for t in report["stage_times"]}
     assert times["data"] and not times["teacher"] and not times["baseline"] and not times["distill"]
     log = (copy / "build.log").read_text()
@@ -101,12 +104,40 @@ def test_vgg_teacher_and_view_bank(demo, tmp_path):
     assert report["students"]["kd"]["test_accuracy"] > 0.9 and report["students"]["baseline"]["test_accuracy"] > 0.9
 
 
+def test_an_ensemble_of_two_flip_averaged_teachers(demo, tmp_path):
+    """Mechanics through the whole build (digits are not mirror-symmetric, so --augment-flip costs accuracy here)."""
+    from edge_distill.pipeline import TeacherResult, load_teacher_model
+    from edge_distill.rundir import RunDir
+
+    copy = tmp_path / "ensemble"
+    report = _rebuild_a_copy(demo, copy, ["--teacher-members", "2", "--teacher-flip-average", "--augment-flip", "--teacher-views", "2"])
+    teacher = report["teacher"]
+    assert "ensemble of 2, flip-averaged" in teacher["source"] and teacher["members"] == 2 and teacher["flip_average"]
+    log = (copy / "build.log").read_text()
+    assert "teacher 1/2" in log and "teacher 2/2" in log
+    # The saved teacher is the averaged one: reloaded, it scores what the build recorded, and its members differ.
+    from edge_distill.data import prepare
+    from edge_distill.distill import accuracy
+
+    spec, splits = prepare("digits", 0, 200)  # the build's data: seed 0, 200 calibration images (the defaults)
+    record = TeacherResult(**{**teacher, "member_test_accuracy": tuple(teacher["member_test_accuracy"])})
+    model = load_teacher_model(RunDir(copy), record, spec)
+    first, second = model.model.members
+    assert not torch.equal(first.head.weight, second.head.weight)
+    assert accuracy(model, splits.x_test, splits.y_test) == pytest.approx(teacher["test_accuracy"])
+    assert len(teacher["member_test_accuracy"]) == 2
+    assert report["students"]["kd"]["test_accuracy"] > 0.85
+
+
 @pytest.mark.parametrize(
     "args, words",
     [
         (["--teacher-views", "3"], ["needs augmentation", "--augment-shift"]),
         (["--teacher-views", "-1"], ["--teacher-views must be ≥ 0"]),
         (["--teacher-arch", "resnet"], ["invalid choice", "vgg"]),
+        (["--teacher-members", "0"], ["--teacher-members must be ≥ 1"]),
+        (["--teacher-flip-average"], ["never learns", "--augment-flip"]),
+        (["--teacher-members", "2", "--teacher", "mine.pt"], ["built-in teacher", "--teacher auto"]),
     ],
 )
 def test_bad_teacher_options(tmp_path, capsys, args, words):

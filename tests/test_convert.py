@@ -303,21 +303,30 @@ def test_rgb_model_converts_offline(tmp_path):
     shutil.rmtree(tmp_path / "work")
 
 
-def test_flip_averaged_model_converts_with_the_mirror_on_the_width_axis(trained, digits, tmp_path):
-    """NCHW vs NHWC: the mirror must flip image columns in the TFLite file too (torch.flip's Slice did not)."""
+def test_flip_averaged_ensemble_converts_with_the_mirror_on_the_width_axis(trained, digits, tmp_path):
+    """NCHW vs NHWC: the mirror must flip image columns in the TFLite file too (torch.flip's Slice did not);
+    and an ensemble's members must all survive conversion, each on both the image and its mirror."""
+    import copy
+
     from edge_distill.convert.quiet import captured_output
     from edge_distill.convert.tflite_convert import onnx_to_tflite_fp32
-    from edge_distill.models.teacher import FlipAveraged
+    from edge_distill.models.teacher import Ensemble, FlipAveraged
 
-    model = FlipAveraged(trained, INPUT_SHAPE[-1]).eval()
+    other = copy.deepcopy(trained)
+    with torch.no_grad():  # a second member that answers differently from the first
+        for p in other.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    model = FlipAveraged(Ensemble([trained, other]), INPUT_SHAPE[-1]).eval()
     x = digits["check"][:32]
     with torch.no_grad():
-        expected = ((trained(torch.from_numpy(x)) + trained(torch.from_numpy(x[..., ::-1].copy()))) / 2).numpy()
+        mirror = torch.from_numpy(x[..., ::-1].copy())
+        expected = sum(m(torch.from_numpy(x)) + m(mirror) for m in (trained, other)) / 4
+        assert not torch.allclose(trained(torch.from_numpy(x)), other(torch.from_numpy(x)), atol=1e-2)
     onnx_path = export_onnx(model, INPUT_SHAPE, tmp_path / "flip.onnx")
     with captured_output():
         _, fp32 = onnx_to_tflite_fp32(onnx_path, tmp_path / "work", np.transpose(x, (0, 2, 3, 1)))
-    np.testing.assert_allclose(run_onnx(onnx_path, x), expected, atol=1e-4)
-    np.testing.assert_allclose(run_tflite(fp32, x), expected, atol=1e-3)
+    np.testing.assert_allclose(run_onnx(onnx_path, x), expected.numpy(), atol=1e-4)
+    np.testing.assert_allclose(run_tflite(fp32, x), expected.numpy(), atol=1e-3)
 
 
 def test_blank_calibration_is_refused_before_anything_is_written(trained, digits, tmp_path):

@@ -148,6 +148,8 @@ def test_text_options_are_checked_before_training(glosses, tmp_path, capsys):
     assert "--kd-loss logit with --teacher-views" in capsys.readouterr().err
     assert main([*base, "--augment-shift", "2"]) != 0
     assert "--word-dropout" in capsys.readouterr().err
+    assert main([*base, "--teacher-members", "2"]) != 0
+    assert "ensemble of the built-in image teacher" in capsys.readouterr().err
     assert main(["build", "--data", "digits", "--word-dropout", "0.2", "--out", str(tmp_path / "r3"), *FAST]) != 0
     assert "this build is vision" in capsys.readouterr().err
 

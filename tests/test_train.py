@@ -86,3 +86,19 @@ def test_length_ordered_inference_returns_logits_in_the_callers_order():
         x[row, :n] = torch.randint(1, 50, (int(n),))
     expected = model(x).detach().numpy()
     assert np.allclose(predict_logits(model, x.numpy(), batch_size=7), expected, atol=1e-6)
+
+
+def test_image_inference_runs_channels_last_and_leaves_the_models_layout_as_it_was(setup):
+    from edge_distill.distill import predict_logits
+
+    spec, s, teacher = setup
+    x = s.x_val[:300]
+    with torch.no_grad():
+        expected = teacher(torch.from_numpy(x)).numpy()
+    conv = [p for p in teacher.parameters() if p.ndim == 4][-1]  # 64 input channels: its layout is unambiguous
+    for layout in (torch.contiguous_format, torch.channels_last):
+        teacher.to(memory_format=layout)
+        np.testing.assert_allclose(predict_logits(teacher, x), expected, rtol=1e-4, atol=1e-4)
+        # train() keeps its model channels-last while it validates every epoch; inference must not undo that.
+        assert conv.is_contiguous(memory_format=layout)
+    teacher.to(memory_format=torch.contiguous_format)

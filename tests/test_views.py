@@ -53,23 +53,45 @@ def test_view_zero_is_the_data_and_outputs_match_the_teacher():
     np.testing.assert_array_equal(again.x, bank.x)  # seeded: a resumed build trains on the same views
 
 
-def test_a_flip_averaged_teacher_banks_its_averaged_logits_and_the_unflipped_feature_map():
+def _perturbed(model, scale=0.1):
+    """A copy of ``model`` that answers differently: a stand-in second ensemble member."""
+    import copy
+
+    other = copy.deepcopy(model)
+    with torch.no_grad():
+        for p in other.parameters():
+            p.add_(scale * torch.randn_like(p))
+    return other.eval()
+
+
+@pytest.mark.parametrize("kind", ["flip", "ensemble"])
+def test_an_averaged_teacher_banks_its_averaged_logits_and_its_first_networks_feature_map(kind):
     from edge_distill.distill.features import capture_features
-    from edge_distill.models.teacher import FlipAveraged
+    from edge_distill.models.teacher import Ensemble, FlipAveraged
 
     x, _ = _data()
-    inner = _teacher()
-    averaged = FlipAveraged(inner, x.shape[-1]).eval()
-    bank = build_view_bank(averaged, x, views=2, shift=1, flip=True, background=0.0, with_maps=True, batch_size=40)
+    first = _teacher()
+    torch.manual_seed(0)
+    second = _perturbed(first)
+    teacher = FlipAveraged(first, x.shape[-1]) if kind == "flip" else Ensemble([first, second])
+    bank = build_view_bank(teacher.eval(), x, views=2, shift=1, flip=True, background=0.0, with_maps=True, batch_size=40)
     with torch.no_grad():
         xb = torch.from_numpy(bank.x[1])
-        expected = (inner(xb) + inner(xb.flip(-1))) / 2
-        with capture_features(inner) as maps:
-            inner(xb)
+        expected = (first(xb) + (first(xb.flip(-1)) if kind == "flip" else second(xb))) / 2
+        with capture_features(first) as maps:
+            alone = first(xb)
     np.testing.assert_allclose(bank.logits[1], expected.numpy(), rtol=1e-4, atol=1e-5)
-    # The classes of _data are not mirror-symmetric, so the average differs from the plain logits.
-    assert not np.allclose(bank.logits[1], inner(xb).detach().numpy(), atol=1e-3)
+    # The classes of _data are not mirror-symmetric and the members differ, so the average is not the first's logits.
+    assert not np.allclose(bank.logits[1], alone.numpy(), atol=1e-3)
     np.testing.assert_allclose(bank.maps[1].astype(np.float32), maps[0].numpy(), rtol=1e-2, atol=1e-2)
+
+
+def test_an_empty_ensemble_is_refused():
+    from edge_distill.errors import TeacherError
+    from edge_distill.models.teacher import Ensemble
+
+    with pytest.raises(TeacherError, match="at least one member"):
+        Ensemble([])
 
 
 def test_draw_views_depends_only_on_seed_and_epoch():

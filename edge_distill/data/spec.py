@@ -30,6 +30,11 @@ class DataSpec:
     # mean and std are then 1, 0, 1 (ids are not normalized).
     vocab_size: int = 0
 
+    @property
+    def background(self) -> float:
+        """A blank (zero) pixel after normalization: what shifted images are padded with."""
+        return float(-self.mean / self.std)
+
     def __post_init__(self) -> None:
         if self.num_classes < 2 or len(self.class_names) != self.num_classes:
             raise DataError(

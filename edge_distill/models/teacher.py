@@ -63,6 +63,39 @@ class FlipAveraged(nn.Module):
         return (self.model(x) + self.model(x.index_select(-1, self.reversed_columns))) * 0.5
 
 
+class Ensemble(nn.Module):
+    """The mean of the logits of several trained models of the same task: a stronger teacher than any member.
+
+    Members trained from different seeds make partly independent mistakes, so their average is more accurate
+    than each (measured on Fashion-MNIST in benchmarks/BENCHMARKS.md).  Like ``FlipAveraged``, the extra cost
+    is paid once per cached output, not at every student step.  ``features`` is the first member's, so
+    feature losses match one real network's map rather than an average of unrelated ones.
+    """
+
+    def __init__(self, members: list[nn.Module]) -> None:
+        super().__init__()
+        if not members:
+            raise TeacherError("An ensemble teacher needs at least one member model.", "Pass the trained members.")
+        self.members = nn.ModuleList(members)
+
+    @property
+    def features(self) -> nn.Module:
+        return self.members[0].features
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        total = self.members[0](x)
+        for member in self.members[1:]:
+            total = total + member(x)
+        return total * (1.0 / len(self.members))
+
+
+def averaged_teacher(members: list[nn.Module], flip_average: bool, width: int) -> nn.Module:
+    """The teacher that answers for ``members``: the one model, or their ``Ensemble``; ``FlipAveraged`` on top
+    when ``flip_average``.  Its state_dict is the single member's when there is one member and no mirror."""
+    model = members[0] if len(members) == 1 else Ensemble(members)
+    return FlipAveraged(model, width) if flip_average else model
+
+
 def load_teacher_file(path: Path, spec: DataSpec, trust_pickle: bool = False) -> nn.Module:
     """Load a teacher file and check that it maps one input of ``spec.input_shape`` to ``num_classes`` logits."""
     if not path.exists():
