@@ -142,7 +142,8 @@ def train_teacher(plan: Plan, spec, splits, work: Path, jobs: int, threads: int)
     info = {
         "arch": "vgg", "members": len(members), "params": sum(r["params"] for r in records), "epochs": plan.teacher_epochs,
         "member_test_accuracy": [r["test_accuracy"] for r in records],
-        # Members train concurrently: the teacher's wall time is the slowest member's when they all fit at once.
+        # Members train concurrently: the teacher's wall time is the slowest member's when they all fit at once;
+        # otherwise the members' total shared among the jobs (exact for --jobs 1, an estimate in between).
         "train_seconds": max(r["train_seconds"] for r in records) if jobs >= len(records) else sum(r["train_seconds"] for r in records) / jobs,
         "member_train_seconds": [r["train_seconds"] for r in records], "member_threads": threads,
         "single_test_accuracy": accuracy(averaged_teacher(members, False, width), splits.x_test, splits.y_test),
