@@ -29,7 +29,7 @@ def test_online_teacher_trains_a_useful_student(setup, tmp_path, loss, shift, ba
     spec, s, teacher = setup
     torch.manual_seed(0)
     student = build_student(StudentConfig("cnn", 16, 2), spec)
-    cfg = TrainConfig(epochs=6, augment_shift=shift, background=float(-spec.mean / spec.std))
+    cfg = TrainConfig(epochs=6, augment_shift=shift, background=spec.background)
     result = train(student, s.x_train, s.y_train, s.x_val, s.y_val, cfg, KDConfig(loss=loss, beta=1.0), None,
                    tmp_path / "s.ckpt", loss, teacher=teacher)
     assert accuracy(student, s.x_test, s.y_test) > bar

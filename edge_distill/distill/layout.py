@@ -15,3 +15,18 @@ def set_memory_format(fmt: torch.memory_format, *modules: nn.Module | None) -> N
                 module.to(memory_format=fmt)
             except (RuntimeError, TypeError, AttributeError):
                 pass
+
+
+def channels_last_input(x: torch.Tensor) -> torch.Tensor:
+    """An image batch (4-D) in channels-last memory, to match channels-last weights; other inputs as they are."""
+    return x.contiguous(memory_format=torch.channels_last) if x.ndim == 4 else x
+
+
+def memory_format_of(model: nn.Module) -> torch.memory_format | None:
+    """The layout of the model's 4-D weights; None when no weight tells (e.g. a 1-channel 3x3 kernel is both)."""
+    for p in model.parameters():
+        if p.ndim == 4:
+            channels_last, nchw = p.is_contiguous(memory_format=torch.channels_last), p.is_contiguous()
+            if channels_last != nchw:
+                return torch.channels_last if channels_last else torch.contiguous_format
+    return None

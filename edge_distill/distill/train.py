@@ -28,7 +28,7 @@ from ..errors import ConfigError
 from . import ddp
 from .augment import augment
 from .features import capture_features, feature_channels
-from .layout import set_memory_format
+from .layout import channels_last_input, memory_format_of, set_memory_format
 from .losses import LOSSES, KDBatch, KDConfig
 from .views import ViewBank, draw_views
 
@@ -92,11 +92,11 @@ def predict_logits(model: nn.Module, x: np.ndarray, batch_size: int | None = Non
     batch_size = batch_size or (IMAGE_BATCH if images else 512)
     order = length_order(model, x)
     xs = x[order] if order is not None else x
-    layout = _memory_format(model) if images else None
+    layout = memory_format_of(model) if images else None
     if images:
         set_memory_format(torch.channels_last, model)
     try:
-        outs = [model(_as_input(torch.from_numpy(xs[i : i + batch_size]).to(dev))).cpu().numpy() for i in range(0, len(xs), batch_size)]
+        outs = [model(channels_last_input(torch.from_numpy(xs[i : i + batch_size]).to(dev))).cpu().numpy() for i in range(0, len(xs), batch_size)]
     finally:
         if layout is not None:
             set_memory_format(layout, model)  # the caller's layout back (train() keeps its model channels-last)
@@ -106,20 +106,6 @@ def predict_logits(model: nn.Module, x: np.ndarray, batch_size: int | None = Non
     if order is not None:
         logits[order] = logits.copy()
     return logits
-
-
-def _as_input(xb: torch.Tensor) -> torch.Tensor:
-    return xb.contiguous(memory_format=torch.channels_last) if xb.ndim == 4 else xb
-
-
-def _memory_format(model: nn.Module) -> torch.memory_format | None:
-    """The layout of the model's 4-D weights; None when no weight tells (e.g. a 1-channel 3x3 kernel is both)."""
-    for p in model.parameters():
-        if p.ndim == 4:
-            channels_last, nchw = p.is_contiguous(memory_format=torch.channels_last), p.is_contiguous()
-            if channels_last != nchw:
-                return torch.channels_last if channels_last else torch.contiguous_format
-    return None
 
 
 def length_order(model: nn.Module, x: np.ndarray) -> np.ndarray | None:
@@ -259,8 +245,7 @@ def train(
             xb = xb.to(dev)
             if augmenting:
                 xb = augment(xb, view_rng, cfg.augment_shift, cfg.augment_flip, cfg.background)
-            if images:
-                xb = xb.contiguous(memory_format=torch.channels_last)
+            xb = channels_last_input(xb)
             parts = _step_loss(net, model, teacher if online else None, extra, xb, yt[idx].to(dev),
                                cached_logits.to(dev) if cached_logits is not None else None, loss_spec, kd, cached_map)
             loss = parts["loss"]

@@ -22,7 +22,7 @@ from ..console import get_console
 from ..errors import ConfigError
 from .augment import augment
 from .features import capture_features
-from .layout import set_memory_format
+from .layout import channels_last_input, set_memory_format
 
 
 @dataclass(frozen=True)
@@ -72,7 +72,7 @@ def build_view_bank(
         xb = torch.from_numpy(x[start : start + batch_size])
         if view > 0:
             xb = augment(xb, generator, shift, flip, background)
-        xin = xb.contiguous(memory_format=torch.channels_last) if images else xb
+        xin = channels_last_input(xb)
         if with_maps:
             with capture_features(teacher) as captured:
                 out = teacher(xin)
