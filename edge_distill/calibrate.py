@@ -122,22 +122,10 @@ PROBE_MODELS = (("cnn", 4, 2), ("cnn", 8, 2), ("cnn", 16, 2), ("cnn", 32, 3), ("
 
 
 def median_p50s(paths: list[Path], threads: int, runs: int, repeats: int) -> list[float]:
-    """Each model's median p50 over ``repeats`` rounds; every round times every model once, in its own agent process.
+    """Each model's median p50 over ``repeats`` rounds of timing (see ``bench.bench_in_rounds`` for why rounds)."""
+    from .bench import bench_in_rounds
 
-    Measured on the 2-vCPU build VM: the same model's p50 moves by 1.2-1.6x from one process to the next,
-    even with 3000 runs each, and slow spells last longer than one model's measurement.  Timing the models
-    in rounds spreads each model's samples over the whole session, so a slow spell costs many models one
-    sample each (which the median discards) instead of costing one model all of them.
-    """
-    from .bench import bench_model
-
-    samples: list[list[float]] = [[] for _ in paths]
-    console = get_console()
-    for round_ in range(repeats):
-        console.stage("timing", f"round {round_ + 1}/{repeats}: {len(paths)} models, {runs} runs each")
-        for i, path in enumerate(paths):
-            samples[i].append(bench_model(path, threads, warmup=10, runs=runs).p50_ms)
-    return [float(np.median(s)) for s in samples]
+    return [float(np.median([r.p50_ms for r in rounds])) for rounds in bench_in_rounds(paths, threads, repeats, warmup=10, runs=runs)]
 
 
 def measure_probes(run: RunDir, base: DeviceProfile, threads: int, runs: int = 1000, repeats: int = 5) -> list[ProbePoint]:

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from tflite_models import full_int8_tflite
 
-from edge_distill.bench import RUNNERS, BenchResult, BenchSuite, bench_model, describe_host, runner_names
+from edge_distill.bench import RUNNERS, BenchResult, BenchSuite, bench_in_rounds, bench_model, describe_host, runner_names
 from edge_distill.errors import BenchError, ConfigError
 from edge_distill.serde import from_jsonable, to_jsonable
 
@@ -127,6 +127,19 @@ def test_xnnpack_can_be_turned_off(models):
     assert off.accuracy == on.accuracy == 1.0
     with pytest.raises(BenchError, match="--no-xnnpack applies to .tflite models only"):
         bench_model(models["linear"], threads=1, xnnpack=False, **RUNS)
+
+
+def test_bench_in_rounds_times_every_model_once_per_round(models):
+    """Each model gets one result per round from its own agent process; a bad round count is refused."""
+    paths = [models["fp32"], models["int8"]]
+    timed = bench_in_rounds(paths, threads=1, repeats=2, **RUNS)
+    assert [[Path(r.model).name for r in rounds] for rounds in timed] == [[p.name] * 2 for p in paths]
+    for rounds in timed:
+        for r in rounds:
+            _check_stats(r, 1)
+    assert [r.input_dtype for r in timed[1]] == ["int8", "int8"]
+    with pytest.raises(ConfigError, match="repeats = 0 is invalid"):
+        bench_in_rounds(paths, threads=1, repeats=0)
 
 
 def test_onnx(models):

@@ -23,7 +23,7 @@ from .runners import RUNNERS, AgentOptions, LocalRunner, Runner, make_runner, pa
 from . import adb, qemu, ssh  # noqa: F401  (registers the adb, qemu-arm64 and ssh runners)
 from .fidelity import FidelityResult, cross_runtime_fidelity
 
-__all__ = ["BenchResult", "BenchSuite", "bench_model", "runner_names", "describe_host", "RUNNERS", "Runner",
+__all__ = ["BenchResult", "BenchSuite", "bench_model", "bench_in_rounds", "runner_names", "describe_host", "RUNNERS", "Runner",
            "LocalRunner", "AgentOptions", "parse_agent_output", "agent_path", "make_runner", "setup_runner",
            "FidelityResult", "cross_runtime_fidelity"]
 
@@ -59,6 +59,25 @@ def describe_host() -> str:
 def agent_path():
     """The device agent script shipped in the wheel (a Traversable; use with ``importlib.resources.as_file``)."""
     return importlib.resources.files("edge_distill.export") / "agent.py"
+
+
+def bench_in_rounds(paths: list[Path], threads: int, repeats: int, warmup: int = 10, runs: int = 200) -> list[list[BenchResult]]:
+    """Every model timed ``repeats`` times, in rounds: each round times each model once, in its own agent process.
+
+    Returns one list of results per path, in round order.  Measured on the 2-vCPU build VM: the same model's
+    p50 moves by 1.2-1.6x from one process to the next, even with 3000 runs each, and slow spells last longer
+    than one model's measurement.  Rounds spread each model's samples over the whole session, so a slow spell
+    costs many models one sample each (which a median over rounds discards) instead of costing one model all
+    of them — and models compared with each other are measured minutes, not hours, apart.
+    """
+    _check_int("repeats", repeats, 1)
+    results: list[list[BenchResult]] = [[] for _ in paths]
+    console = get_console()
+    for round_ in range(repeats):
+        console.stage("timing", f"round {round_ + 1}/{repeats}: {len(paths)} models, {runs} runs each")
+        for i, path in enumerate(paths):
+            results[i].append(bench_model(path, threads, warmup=warmup, runs=runs))
+    return results
 
 
 def _check_int(name: str, value: object, minimum: int) -> int:
