@@ -75,8 +75,8 @@ class Plan:
 # each, measured: 18 epochs in ~38 min, inside the 40); the 12 student runs of 14 epochs ~65 min two
 # at a time (--jobs 2).  A single 2-thread teacher did 22 epochs in 33 min: test 0.9347, 0.9367 flip-averaged.
 FULL = Plan(teacher_epochs=18, student_epochs=14, seeds=(0, 1, 2), views=4)
-# Every step, ~13 min from cold: measured 4.6 min for two 2-epoch members and 3.5 min for the 4-pass view bank, so
-# one epoch per member and two seeds (mean ± std still computed) keep it under 15.
+# Every step in 10.6 min from cold (measured with the 3 timing rounds): two 2-epoch members took 4.6 min and the
+# 4-pass view bank 3.5 min, so one epoch per member and two seeds (mean ± std still computed) keep it under 15.
 QUICK = Plan(teacher_epochs=1, student_epochs=1, seeds=(0, 1), views=2, bench_runs=500, bench_rounds=3)
 TIMING_FIELDS = ("bench_runs", "bench_rounds")
 
