@@ -69,6 +69,13 @@ class Plan:
     teacher_flip_average: bool = True
     # ... and of its members' logits: vgg networks trained from seeds 0..n-1, concurrently (models.teacher.Ensemble).
     teacher_members: int = 2
+    # Train the members on the training *and* validation splits (60K images, not 54K) for a fixed schedule, keeping
+    # the last epoch: nothing about the teacher is chosen on validation, so it can learn from those images too.  The
+    # students never see them (the view bank holds training images only), so their validation choices stay honest;
+    # the teacher's validation accuracy is then in-sample and reported as such.  Measured (16 epochs on 60K, the
+    # same 38 min): members 0.9334 and 0.9359 (+0.30 on average over 18 epochs on 54K), but the flip-averaged
+    # ensemble stayed at 0.9379, so the suite keeps the held-out split; see BENCHMARKS.md.
+    teacher_trains_on_val: bool = False
 
 
 # Sized for <= 2 hours on 2 cores: the two teacher members train at once on one thread each (~125 s per epoch
@@ -158,13 +165,22 @@ def train_teacher(plan: Plan, spec, splits, work: Path, jobs: int, threads: int)
         "member_train_seconds": [r["train_seconds"] for r in records], "member_threads": threads,
         "single_test_accuracy": accuracy(averaged_teacher(members, False, width), splits.x_test, splits.y_test),
         "flip_average": plan.teacher_flip_average, "cached": all(r.get("cached", False) for r in records),
+        "train_images": len(splits.y_train) + (len(splits.y_val) if plan.teacher_trains_on_val else 0),
+        "val_in_sample": plan.teacher_trains_on_val,
     }
     model = averaged_teacher(members, plan.teacher_flip_average, width).eval()
-    info["val_accuracy"] = accuracy(model, splits.x_val, splits.y_val)
+    info["val_accuracy"] = accuracy(model, splits.x_val, splits.y_val)  # in-sample when the members trained on it
     info["test_accuracy"] = accuracy(model, splits.x_test, splits.y_test)
     print(f"teacher: test {info['test_accuracy']:.4f} (members {', '.join(f'{a:.4f}' for a in info['member_test_accuracy'])}; "
           f"averaged without the mirror {info['single_test_accuracy']:.4f}); {info['train_seconds'] / 60:.1f} min wall", flush=True)
     return model, info
+
+
+def teacher_recipe(plan: Plan) -> tuple:
+    """The settings a teacher member's weights depend on (besides its seed), for the member and view-bank cache keys."""
+    recipe = ("vgg", plan.teacher_epochs, plan.batch_size, plan.teacher_lr, plan.shift, plan.flip)
+    # Appended only when set, so the keys of teachers trained before the option existed stay valid.
+    return recipe + ("train+val",) if plan.teacher_trains_on_val else recipe
 
 
 def train_teacher_member(plan: Plan, work: Path, seed: int, threads: int) -> dict:
@@ -176,7 +192,7 @@ def train_teacher_member(plan: Plan, work: Path, seed: int, threads: int) -> dic
     from edge_distill.models.cnn import count_params
     from edge_distill.models.teacher import builtin_teacher
 
-    tag = hash_inputs("teacher", "vgg", plan.teacher_epochs, plan.batch_size, plan.teacher_lr, plan.shift, plan.flip, seed)
+    tag = hash_inputs("teacher", *teacher_recipe(plan), seed)
     weights, info_path = work / f"teacher-s{seed}-{tag}.pt", work / f"teacher-s{seed}-{tag}.json"
     if weights.exists() and info_path.exists():
         info = json.loads(info_path.read_text())
@@ -187,11 +203,16 @@ def train_teacher_member(plan: Plan, work: Path, seed: int, threads: int) -> dic
     torch.manual_seed(seed)
     model = builtin_teacher(spec, "vgg")
     cfg = TrainConfig(epochs=plan.teacher_epochs, batch_size=plan.batch_size, lr=plan.teacher_lr, seed=seed,
-                      augment_shift=plan.shift, augment_flip=plan.flip, background=spec.background)
-    result = train(model, splits.x_train, splits.y_train, splits.x_val, splits.y_val, cfg, KDConfig(loss="ce"), None,
+                      augment_shift=plan.shift, augment_flip=plan.flip, background=spec.background,
+                      keep_last=plan.teacher_trains_on_val)
+    x_fit, y_fit = splits.x_train, splits.y_train
+    if plan.teacher_trains_on_val:
+        x_fit, y_fit = np.concatenate([splits.x_train, splits.x_val]), np.concatenate([splits.y_train, splits.y_val])
+    result = train(model, x_fit, y_fit, splits.x_val, splits.y_val, cfg, KDConfig(loss="ce"), None,
                    work / f"teacher-s{seed}-{tag}.ckpt", f"teacher {seed}")
     info = {
         "seed": seed, "params": count_params(model), "best_epoch": result.best_epoch, "val_accuracy": result.best_val_accuracy,
+        "val_in_sample": plan.teacher_trains_on_val, "train_images": len(y_fit),
         "test_accuracy": accuracy(model, splits.x_test, splits.y_test), "train_seconds": result.seconds, "threads": threads,
         "weights": weights.name, "history": [asdict(h) for h in result.history],
     }
@@ -223,8 +244,7 @@ def view_bank(plan: Plan, teacher, splits, background: float, work: Path) -> dic
 
     t0 = time.perf_counter()
     needs_maps = any(v in ("fitnet", "attention") for v in plan.variants)
-    tag = hash_inputs("bank", "vgg", plan.teacher_epochs, plan.batch_size, plan.teacher_lr, plan.shift, plan.flip, plan.views,
-                      needs_maps, plan.teacher_flip_average, plan.teacher_members)
+    tag = hash_inputs("bank", *teacher_recipe(plan), plan.views, needs_maps, plan.teacher_flip_average, plan.teacher_members)
     paths = {name: work / f"bank-{tag}-{name}.npy" for name in ("x", "logits", "maps") if name != "maps" or needs_maps}
     if all(p.exists() for p in paths.values()):
         print(f"view bank: cached ({plan.views} views)", flush=True)
@@ -389,7 +409,7 @@ def summarize(plan: Plan, spec, teacher_info: dict, runs: list[dict], deployed: 
         "data": spec.source,
         "teacher": {k: teacher_info[k] for k in ("arch", "members", "params", "epochs", "val_accuracy", "test_accuracy",
                                                   "member_test_accuracy", "single_test_accuracy", "flip_average", "train_seconds",
-                                                  "member_train_seconds", "member_threads")},
+                                                  "member_train_seconds", "member_threads", "train_images", "val_in_sample")},
         "student": {"config": student_config(plan).label(), "params": params},
         "variants": variants, "runs": [{k: v for k, v in r.items() if k != "cached"} for r in runs], "deployed": deployed,
         "targets": targets,
@@ -411,7 +431,10 @@ def markdown(summary: dict) -> str:
         f"rounds {summary['deployed']['speedup_rounds']}).",
         "",
         f"Teacher: {t['members']} built-in `vgg` networks (seeds 0..{t['members'] - 1}), {t['params']:,} params in all, "
-        f"{t['epochs']} epochs each with shift±{p['shift']}+flip augmentation, trained at the same time on "
+        f"{t['epochs']} epochs each on {t['train_images']:,} images"
+        + (" (the training and validation splits, keeping the last epoch: nothing about the teacher is chosen on "
+           "validation, and its validation accuracy is in-sample)" if t["val_in_sample"] else "")
+        + f" with shift±{p['shift']}+flip augmentation, trained at the same time on "
         f"{t['member_threads']} thread(s) each in {t['train_seconds'] / 60:.1f} min wall: **test {t['test_accuracy']:.4f}** "
         f"answering with the mean of the members' logits"
         + (" on the image and its mirror" if t.get("flip_average") else "")

@@ -102,3 +102,21 @@ def test_image_inference_runs_channels_last_and_leaves_the_models_layout_as_it_w
         # train() keeps its model channels-last while it validates every epoch; inference must not undo that.
         assert conv.is_contiguous(memory_format=layout)
     teacher.to(memory_format=torch.contiguous_format)
+
+
+def test_keep_last_returns_the_last_epoch_even_when_validation_prefers_an_earlier_one(setup, tmp_path):
+    """For a model trained on its validation split: selection by validation accuracy would be in-sample."""
+    spec, s, _ = setup
+    wrong_val = (s.y_val + 1) % 10  # labels a learning model gets ever more wrong: validation prefers epoch 1
+    results = {}
+    for keep_last in (False, True):
+        torch.manual_seed(0)
+        student = build_student(StudentConfig("cnn", 8, 2), spec)
+        cfg = TrainConfig(epochs=3, keep_last=keep_last)
+        results[keep_last] = train(student, s.x_train, s.y_train, s.x_val, wrong_val, cfg, KDConfig(loss="ce"), None,
+                                   tmp_path / f"k{keep_last}.ckpt", "k")
+        last = torch.load(tmp_path / f"k{keep_last}.ckpt", weights_only=True)["model"]
+        returned_is_last = all(torch.equal(v, last[k]) for k, v in student.state_dict().items())
+        assert returned_is_last == keep_last
+    assert results[False].best_epoch < 3  # the control: without keep_last an earlier epoch wins
+    assert results[True].best_epoch == 3 and results[True].best_val_accuracy == results[True].history[-1].val_accuracy

@@ -115,7 +115,9 @@ def bench_model(model_path: Path, threads: int, warmup: int = 20, runs: int = 20
     impl = make_runner(runner)
     console = get_console()
     what = f"{runs} runs, {threads} thread{'s' if threads != 1 else ''}, runner {runner}" + ("" if xnnpack else ", XNNPACK off")
-    console.stage("bench", f"{model_path.name}: {what}" + (f", scoring {eval_npz.name}" if eval_npz else ""))
+    # With its folder: the suites convert teacher and student into subfolders whose files share names.
+    label = f"{model_path.parent.name}/{model_path.name}"
+    console.stage("bench", f"{label}: {what}" + (f", scoring {eval_npz.name}" if eval_npz else ""))
     options = AgentOptions(threads=threads, warmup=warmup, runs=runs, eval_limit=eval_limit, xnnpack=xnnpack)
     with importlib.resources.as_file(agent_path()) as agent:
         data = impl.run_agent(agent, model_path.resolve(), options, eval_npz.resolve() if eval_npz else None,
@@ -123,6 +125,6 @@ def bench_model(model_path: Path, threads: int, warmup: int = 20, runs: int = 20
     result = BenchResult.from_agent(data, runner=runner, where=impl.where(data))
     acc = f", accuracy {result.accuracy:.4f} on {result.n_eval}" if result.accuracy is not None else ""
     peak = f"{result.peak_rss_mb:.1f} MB" if result.peak_rss_mb is not None else "n/a"
-    console.stage("bench", f"{model_path.name}: p50 {result.p50_ms:.3f} ms, p99 {result.p99_ms:.3f} ms, "
+    console.stage("bench", f"{label}: p50 {result.p50_ms:.3f} ms, p99 {result.p99_ms:.3f} ms, "
                            f"load {result.load_ms:.1f} ms, peak RSS {peak}{acc} [{result.where}]")
     return result

@@ -48,6 +48,9 @@ class TrainConfig:
     # Token-id inputs padded with this id: batch texts of similar length together (see bucket_by_length).
     # For models that cut each batch to its longest text (the HF teachers); None = plain random batches.
     bucket_pad_id: int | None = None
+    # Return the last epoch's weights, not the best on validation: for a model whose training data includes the
+    # validation split, where validation accuracy is in-sample and shown only as progress.
+    keep_last: bool = False
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
@@ -266,7 +269,7 @@ def train(
             sums = dict(zip(sums, ddp.all_reduce_sum(list(sums.values()), world)))
         log = EpochLog(epoch + 1, sums["loss"] / len(xt), sums["ce"] / len(xt), sums["kd"] / len(xt), val_acc, sums["feat"] / len(xt))
         history.append(log)
-        if val_acc >= best_acc:  # on a tie prefer the later epoch: lower learning rate, settled weights
+        if val_acc >= best_acc or cfg.keep_last:  # on a tie prefer the later epoch: lower learning rate, settled weights
             best_acc, best_epoch, best_state = val_acc, epoch + 1, copy.deepcopy(model.state_dict())
         elapsed += time.perf_counter() - t0
         console.info(f"{desc} epoch {epoch + 1}/{cfg.epochs}: loss {log.loss:.4f}  val acc {val_acc:.4f}")
