@@ -116,7 +116,7 @@ def bench_model(model_path: Path, threads: int, warmup: int = 20, runs: int = 20
     console = get_console()
     what = f"{runs} runs, {threads} thread{'s' if threads != 1 else ''}, runner {runner}" + ("" if xnnpack else ", XNNPACK off")
     # With its folder: the suites convert teacher and student into subfolders whose files share names.
-    label = f"{model_path.parent.name}/{model_path.name}"
+    label = f"{model_path.parent.name}/{model_path.name}" if model_path.parent.name else model_path.name
     console.stage("bench", f"{label}: {what}" + (f", scoring {eval_npz.name}" if eval_npz else ""))
     options = AgentOptions(threads=threads, warmup=warmup, runs=runs, eval_limit=eval_limit, xnnpack=xnnpack)
     with importlib.resources.as_file(agent_path()) as agent:
