@@ -269,7 +269,8 @@ def train(
             sums = dict(zip(sums, ddp.all_reduce_sum(list(sums.values()), world)))
         log = EpochLog(epoch + 1, sums["loss"] / len(xt), sums["ce"] / len(xt), sums["kd"] / len(xt), val_acc, sums["feat"] / len(xt))
         history.append(log)
-        if val_acc >= best_acc or cfg.keep_last:  # on a tie prefer the later epoch: lower learning rate, settled weights
+        # On a tie prefer the later epoch (lower learning rate, settled weights); keep_last always takes it.
+        if val_acc >= best_acc or cfg.keep_last:
             best_acc, best_epoch, best_state = val_acc, epoch + 1, copy.deepcopy(model.state_dict())
         elapsed += time.perf_counter() - t0
         console.info(f"{desc} epoch {epoch + 1}/{cfg.epochs}: loss {log.loss:.4f}  val acc {val_acc:.4f}")
