@@ -270,8 +270,11 @@ def test_per_layer_table_points_at_the_outlier_layer(outlier_30k):
 
 
 def test_int16_activations_recover_a_milder_outlier(trained, digits, tmp_path):
-    """1,000x outliers: int8 still collapses, but int16 activations have 256x finer steps and suffice."""
-    model = with_outlier_channel(trained, 1_000.0)
+    """300x outliers: int8 still collapses, but int16 activations have 256x finer steps and suffice.
+
+    At 1,000x int16 is borderline and the outcome depends on the CPU: it passed on the AMD EPYC build VMs and lost
+    1.6 points (gate: 1.0) on an Intel Xeon one.  At 300x (and 500x) the Xeon measured int8 −84 points, int16 −0.4."""
+    model = with_outlier_channel(trained, 300.0)
     result = convert(model, digits, tmp_path, variants=())
     strategies = [a.strategy for a in result.attempts]
     assert strategies == ["baseline", "more_calibration", "per_tensor", "int16_activations"]
