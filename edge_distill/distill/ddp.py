@@ -124,9 +124,14 @@ def _threads_per_rank(local_size: int) -> int:
 
 
 def shutdown() -> None:
+    """Leave the process group together: no rank tears gloo down while another still works (rank 0 writes the
+    job's result after training).  Once, on a 2-rank CPU build without this barrier, rank 1 aborted at the end
+    ("terminate called without an active exception") and failed a job whose training had finished; the race
+    could not be reproduced on demand, so the barrier is the likely fix, not a proven one."""
     import torch.distributed as dist
 
     if dist.is_initialized():
+        dist.barrier()
         dist.destroy_process_group()
 
 
