@@ -12,9 +12,9 @@ same teacher, same 4-view bank, same architecture) three ways, each arm on one t
   flipped training images mixed with λ ~ U(0, 1), the teacher's logits computed on the mixture.  Every epoch each
   image draws one of the 4 + M views, so about half the steps are on mixtures.
 
-Hard labels cannot score a mixture, hence α = 0 for both KD arms.  The teacher and the plain bank come from the
-suite's cache (``fashion_mnist.py --stop-after views`` builds them); the mixup bank and each arm's result are
-cached under the same directory.  Measured results are in BENCHMARKS.md (Fashion-MNIST, "What else was tried").
+Hard labels cannot score a mixture, hence α = 0 for both KD arms.  The teacher and the plain bank are read from the
+suite's cache (``fashion_mnist.py --stop-after views`` builds them; without them this script trains and builds them
+the same way first, ~30-40 min); the mixup bank and each arm's result are cached under the same directory.  Measured results are in BENCHMARKS.md (Fashion-MNIST, "What else was tried").
 Accuracy is on the official test split; the epoch is chosen on validation.
 """
 
