@@ -250,15 +250,20 @@ def view_bank(plan: Plan, teacher, splits, background: float, work: Path) -> dic
         print(f"view bank: cached ({plan.views} views)", flush=True)
         return paths
     bank = build_view_bank(teacher, splits.x_train, plan.views, plan.shift, plan.flip, background, seed=0, with_maps=needs_maps)
-    for name, array in (("x", bank.x), ("logits", bank.logits), ("maps", bank.maps)):
-        if array is not None:
-            tmp = paths[name].with_suffix(".part.npy")
-            np.save(tmp, array)
-            os.replace(tmp, paths[name])
+    save_arrays(paths, {"x": bank.x, "logits": bank.logits, "maps": bank.maps})
     agree = float((bank.logits[0].argmax(1) == splits.y_train).mean())
     print(f"view bank: {plan.views} views x {bank.x.shape[1]} images in {time.perf_counter() - t0:.0f} s "
           f"(teacher train-split accuracy on view 0: {agree:.4f})", flush=True)
     return paths
+
+
+def save_arrays(paths: dict[str, Path], arrays: dict[str, np.ndarray | None]) -> None:
+    """Each array to its path, through a temporary file: an interrupted run never leaves a half-written cache entry."""
+    for name, array in arrays.items():
+        if array is not None:
+            tmp = paths[name].with_suffix(".part.npy")
+            np.save(tmp, array)
+            os.replace(tmp, paths[name])
 
 
 def load_bank(paths: dict[str, Path]):
@@ -287,10 +292,8 @@ def train_students(plan: Plan, bank_paths: dict[str, Path], work: Path, jobs: in
 def train_one_student(plan: Plan, bank_paths: dict[str, Path], work: Path, threads: int, variant: str, seed: int) -> dict:
     import torch
 
-    from edge_distill.data import prepare
-    from edge_distill.distill import KDConfig, TrainConfig, accuracy, train
+    from edge_distill.distill import KDConfig, accuracy
     from edge_distill.models.cnn import count_params
-    from edge_distill.models.students import build_student
 
     beta = ATTENTION_BETA if variant == "attention" else plan.beta
     tag = hash_inputs("student", training_settings(plan), variant, seed, beta)
@@ -299,14 +302,9 @@ def train_one_student(plan: Plan, bank_paths: dict[str, Path], work: Path, threa
         info = json.loads(info_path.read_text())
         print(f"student {variant} seed {seed}: cached (test {info['test_accuracy']:.4f})", flush=True)
         return {**info, "cached": True}
-    torch.set_num_threads(threads)
-    spec, splits = prepare("fashion-mnist", seed=0, calib_count=500)
-    torch.manual_seed(seed)
-    model = build_student(student_config(plan), spec)
-    cfg = TrainConfig(epochs=plan.student_epochs, batch_size=plan.batch_size, lr=plan.student_lr, seed=seed)
     kd = KDConfig(loss=variant, temperature=plan.temperature, alpha=plan.alpha, beta=beta)
-    result = train(model, splits.x_train, splits.y_train, splits.x_val, splits.y_val, cfg, kd, None,
-                   work / f"student-{variant}-s{seed}-{tag}.ckpt", f"{variant} s{seed}", views=load_bank(bank_paths))
+    model, result, splits = fit_student(plan, load_bank(bank_paths), kd, seed, threads,
+                                        work / f"student-{variant}-s{seed}-{tag}.ckpt", f"{variant} s{seed}")
     info = {
         "variant": variant, "seed": seed, "beta": beta if variant in ("fitnet", "attention") else None,
         "params": count_params(model), "best_epoch": result.best_epoch, "val_accuracy": result.best_val_accuracy,
@@ -318,6 +316,23 @@ def train_one_student(plan: Plan, bank_paths: dict[str, Path], work: Path, threa
     print(f"student {variant} seed {seed}: val {info['val_accuracy']:.4f}, test {info['test_accuracy']:.4f} "
           f"({result.seconds:.0f} s)", flush=True)
     return info
+
+
+def fit_student(plan: Plan, views, kd, seed: int, threads: int, checkpoint: Path, desc: str):
+    """The plan's student trained from a view bank with ``kd`` on ``threads`` threads; (model, TrainResult, splits)."""
+    import torch
+
+    from edge_distill.data import prepare
+    from edge_distill.distill import TrainConfig, train
+    from edge_distill.models.students import build_student
+
+    torch.set_num_threads(threads)
+    spec, splits = prepare("fashion-mnist", seed=0, calib_count=500)
+    torch.manual_seed(seed)
+    model = build_student(student_config(plan), spec)
+    cfg = TrainConfig(epochs=plan.student_epochs, batch_size=plan.batch_size, lr=plan.student_lr, seed=seed)
+    result = train(model, splits.x_train, splits.y_train, splits.x_val, splits.y_val, cfg, kd, None, checkpoint, desc, views=views)
+    return model, result, splits
 
 
 # Attention transfer compares L2-normalised spatial maps, a term ~100x smaller than the KD loss; this

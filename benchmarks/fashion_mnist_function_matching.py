@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from dataclasses import replace
@@ -100,22 +99,15 @@ def mixup_bank(teacher, splits, background: float, views: int, work: Path) -> di
             xs[view, rows] = mixed.numpy()
             logits[view, rows] = teacher(channels_last_input(mixed)).numpy()
     set_memory_format(torch.contiguous_format, teacher)
-    for name, array in (("x", xs), ("logits", logits)):
-        tmp = paths[name].with_suffix(".part.npy")
-        np.save(tmp, array)
-        os.replace(tmp, paths[name])
+    suite.save_arrays(paths, {"x": xs, "logits": logits})
     print(f"mixup bank: {views} views x {n} images in {time.perf_counter() - t0:.0f} s", flush=True)
     return paths
 
 
 def train_arm(plan, plain: dict[str, Path], mixup: dict[str, Path] | None, work: Path, arm: str, seed: int) -> dict:
     """One arm trained in this process on one thread (or read back from the cache); its record."""
-    import torch
-
-    from edge_distill.data import prepare
-    from edge_distill.distill import KDConfig, TrainConfig, accuracy, train
+    from edge_distill.distill import KDConfig, accuracy
     from edge_distill.distill.views import ViewBank
-    from edge_distill.models.students import build_student
 
     bank_kind, alpha = ARMS[arm]
     extra_views = int(np.load(mixup["x"], mmap_mode="r").shape[0]) if bank_kind == "mixup" else 0
@@ -125,18 +117,12 @@ def train_arm(plan, plain: dict[str, Path], mixup: dict[str, Path] | None, work:
         record = json.loads((work / f"{name}.json").read_text())
         print(f"{arm}: cached (test {record['test_accuracy']:.4f})", flush=True)
         return record
-    torch.set_num_threads(1)
-    spec, splits = prepare("fashion-mnist", seed=0, calib_count=500)
     x, logits = np.load(plain["x"]), np.load(plain["logits"])
     if bank_kind == "mixup":
         x, logits = np.concatenate([x, np.load(mixup["x"])]), np.concatenate([logits, np.load(mixup["logits"])])
-    torch.manual_seed(seed)
-    model = build_student(suite.student_config(plan), spec)
-    cfg = TrainConfig(epochs=plan.student_epochs, batch_size=plan.batch_size, lr=plan.student_lr, seed=seed)
     # α = 1 makes the logit loss plain cross-entropy: the ce arm trains through the same code as the KD arms.
     kd = KDConfig(loss="logit", temperature=plan.temperature, alpha=alpha)
-    result = train(model, splits.x_train, splits.y_train, splits.x_val, splits.y_val, cfg, kd, None,
-                   work / f"{name}.ckpt", f"{arm} s{seed}", views=ViewBank(x, logits))
+    model, result, splits = suite.fit_student(plan, ViewBank(x, logits), kd, seed, 1, work / f"{name}.ckpt", f"{arm} s{seed}")
     record = {
         "arm": arm, "seed": seed, "epochs": plan.student_epochs, "alpha": alpha, "views": int(x.shape[0]),
         "best_epoch": result.best_epoch, "val_accuracy": result.best_val_accuracy,
