@@ -122,7 +122,7 @@ def _rank_main(rank, size, init_file, data_path, out_dir):
     )
     torch.save(model.state_dict(), out_dir / f"rank{rank}.pt")
     (out_dir / f"rank{rank}.json").write_text(json.dumps([h.loss for h in result.history]))
-    dist.destroy_process_group()
+    ddp.shutdown()  # the workers' teardown: a barrier, then leave (see its docstring)
 
 
 def test_two_gloo_ranks_take_the_same_steps_as_one_process(digits, tmp_path):

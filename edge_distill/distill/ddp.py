@@ -125,9 +125,10 @@ def _threads_per_rank(local_size: int) -> int:
 
 def shutdown() -> None:
     """Leave the process group together: no rank tears gloo down while another still works (rank 0 writes the
-    job's result after training).  Once, on a 2-rank CPU build without this barrier, rank 1 aborted at the end
-    ("terminate called without an active exception") and failed a job whose training had finished; the race
-    could not be reproduced on demand, so the barrier is the likely fix, not a proven one."""
+    job's result after training).  Twice on one Intel Xeon VM (torch 2.13, gloo), never on the earlier EPYC ones, a
+    rank that left without this barrier aborted at the end ("terminate called without an active exception") after
+    its work was done: a 2-rank CLI build and tests/test_ddp.py's spawned ranks.  The race did not recur in 9 runs
+    of that test alone, so the barrier is the likely fix, not a proven one."""
     import torch.distributed as dist
 
     if dist.is_initialized():
