@@ -1,12 +1,14 @@
 # Two commands are the contract (see README.md):
 #   make demo   installs everything into .venv and runs `edge-distill build --profile rpi4`
-#   make test   installs everything into .venv and runs the default (fast) test suite
+#   make test   installs the Debian packages the tests use (tests/system-packages.txt; as root with apt-get,
+#               otherwise it names them and their tests skip), installs everything into .venv and runs the
+#               default (fast) test suite
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-slow install clean
+.PHONY: demo test test-slow install system-deps clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -18,13 +20,17 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# The one place the tests' Debian packages get installed: CI runs `make test` and nothing else.
+system-deps:
+	@sh tests/system_deps.sh
+
 demo: $(STAMP)
 	$(BIN)/edge-distill build --profile rpi4
 
-test: $(STAMP)
+test: system-deps $(STAMP)
 	$(BIN)/python -m pytest -q
 
-test-slow: $(STAMP)
+test-slow: system-deps $(STAMP)
 	$(BIN)/python -m pytest -q -m slow
 
 clean:

@@ -237,8 +237,9 @@ def test_bench_refuses_a_corrupt_model_without_crashing_the_host(tmp_path, capsy
 def test_unreachable_ssh_host(tmp_path, capsys, host, words):
     import shutil
 
-    if shutil.which("ssh") is None:
-        pytest.skip("no OpenSSH client on this machine")
+    from system_packages import require_package
+
+    require_package("openssh-client", shutil.which("ssh") is not None, "the ssh client whose errors are checked")
     model = tmp_path / "m.tflite"
     model.write_bytes(b"1234TFL3" + b"\x00" * 64)
     fails(capsys, ["bench", str(model), "--runner", host, "--runs", "1", "--warmup", "0"], *words)

@@ -15,11 +15,12 @@ from edge_distill.cli import main
 from edge_distill.data.images import decode_png
 from edge_distill.report.html import SECTIONS, render_html
 from edge_distill.report.writer import render_markdown
+from system_packages import chromium_path, skip_reason
 
 # Short training keeps this test quick; the quality gate is opened because the report, not the student, is under test.
 BUILD = ["--teacher-epochs", "1", "--student-epochs", "2", "--max-int8-drop", "100", "--bench-warmup", "2", "--bench-runs", "20", "--quiet"]
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (.ci/run installs it)")
+CHROMIUM = chromium_path()
+needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason=skip_reason("chromium", "headless rendering of report.html"))
 
 
 @pytest.fixture(scope="module")

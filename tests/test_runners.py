@@ -2,7 +2,7 @@
 
 The ssh tests start OpenSSH's ``sshd`` from a temporary directory (its own host key, an authorized key,
 port picked free) and log in to it as the current user; they skip only when ``sshd`` is not installed
-(.ci/run installs openssh-server, so CI runs them).  The qemu end-to-end test needs the arm64 root from
+(`make test` installs openssh-server, so CI runs them).  The qemu end-to-end test needs the arm64 root from
 ``edge-distill runner setup qemu-arm64`` and is marked slow.
 """
 
@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from system_packages import require_package, skip_reason, sshd_path
 from tflite_models import full_int8_tflite
 
 from edge_distill.bench import (AgentOptions, BenchResult, bench_model, cross_runtime_fidelity, make_runner,
@@ -106,9 +107,9 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def sshd(tmp_path_factory):
-    daemon = shutil.which("sshd") or ("/usr/sbin/sshd" if os.path.exists("/usr/sbin/sshd") else None)
-    if daemon is None or shutil.which("ssh-keygen") is None:
-        pytest.skip("OpenSSH server not installed (apt-get install openssh-server; .ci/run installs it)")
+    daemon = sshd_path()
+    require_package("openssh-server", daemon is not None, "a real sshd on 127.0.0.1 for the ssh:// runner")
+    require_package("openssh-client", shutil.which("ssh-keygen") is not None and shutil.which("ssh") is not None, "ssh, scp and ssh-keygen")
     d = tmp_path_factory.mktemp("sshd")
     for key in ("host_key", "client_key"):
         subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(d / key)], check=True)
@@ -200,7 +201,7 @@ def test_adb_without_adb_says_no_device(model, monkeypatch, tmp_path):
         make_runner("adb://bad serial")
 
 
-@pytest.mark.skipif(shutil.which("adb") is None, reason="adb not installed (apt-get install adb) to check the no-device path")
+@pytest.mark.skipif(shutil.which("adb") is None, reason=skip_reason("adb", "the real adb client, for the no-device path"))
 def test_adb_without_a_device_says_no_device(model):
     try:
         from edge_distill.bench.adb import attached_devices

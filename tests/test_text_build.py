@@ -14,6 +14,7 @@ from edge_distill.cli import main
 from edge_distill.data.text import load_wordnet_nouns, prepare_text
 from edge_distill.errors import TeacherError
 from edge_distill.export.tokenizer import Tokenizer as DeviceTokenizer
+from system_packages import require_wordnet
 
 transformers = pytest.importorskip("transformers", reason="the text extra: pip install 'edge-distill[text]'")
 
@@ -25,6 +26,7 @@ FAST = ["--profile", "android-midrange", "--teacher-epochs", "2", "--student-epo
 @pytest.fixture(scope="module")
 def glosses(tmp_path_factory):
     """A user's CSV of 4 x 60 real WordNet glosses, with their own column names and string labels."""
+    require_wordnet()
     raw = load_wordnet_nouns()
     rows, per = [], {c: 0 for c in CLASSES}
     for text, label in zip(raw.texts, raw.labels):

@@ -9,15 +9,18 @@ from edge_distill.data.text import load_text_file, load_wordnet_nouns, prepare_t
 from edge_distill.data.tokenizer import PAD_ID, UNK_ID, WordTokenizer, restrict_ids
 from edge_distill.errors import DataError
 from edge_distill.export.tokenizer import Tokenizer as DeviceTokenizer
+from system_packages import require_wordnet
 
 
 @pytest.fixture(scope="module")
 def wordnet():
+    require_wordnet()
     return load_wordnet_nouns()
 
 
 @pytest.fixture(scope="module")
 def wordnet_data():
+    require_wordnet()
     return prepare_text("wordnet-nouns", seed=0, calib_count=200)
 
 

@@ -21,6 +21,7 @@ from edge_distill.models.text import student_inputs
 from edge_distill.profiles import load_profile
 from edge_distill.rundir import RunDir
 from edge_distill.sizing import choose_student
+from system_packages import require_wordnet
 
 AGENT = Path(__file__).resolve().parents[1] / "export" / "agent.py"
 TEXT_FAMILIES = family_names("text")
@@ -28,6 +29,7 @@ TEXT_FAMILIES = family_names("text")
 
 @pytest.fixture(scope="module")
 def data():
+    require_wordnet()
     return prepare_text("wordnet-nouns", seed=0, calib_count=100)
 
 
