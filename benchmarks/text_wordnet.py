@@ -35,23 +35,13 @@ TARGETS = {"teacher": 0.85, "student_int8": 0.82, "kd_gain_points": 1.0, "int8_d
 
 
 def tfidf_baseline(data) -> dict:
-    from sklearn.feature_extraction.text import TfidfVectorizer
-    from sklearn.linear_model import LogisticRegression
+    """The same TF-IDF + logistic-regression row every text build's ledger shows (models/classical.py)."""
+    from edge_distill.models.classical import tfidf_logistic_regression
 
-    t0 = time.perf_counter()
-    vec = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=2)
-    train = vec.fit_transform(data.texts["train"])
-    best = None
-    for c in (3.0, 10.0, 30.0, 100.0):  # chosen on validation (C=3 gives the 0.81 of a default-ish setup; 30 is best here)
-        # saga: lbfgs needs > 15 min per fit on these ~150K sparse features on 2 cores; saga converges in ~1 min.
-        clf = LogisticRegression(C=c, solver="saga", max_iter=200, tol=1e-3).fit(train, data.splits.y_train)
-        val = float((clf.predict(vec.transform(data.texts["val"])) == data.splits.y_val).mean())
-        if best is None or val > best[0]:
-            best = (val, c, clf)
-    val, c, clf = best
-    test = float((clf.predict(vec.transform(data.texts["test"])) == data.splits.y_test).mean())
-    return {"model": f"TF-IDF word 1-2-grams ({train.shape[1]:,} features) + logistic regression (C={c:g}, chosen on val)",
-            "val_accuracy": val, "test_accuracy": test, "seconds": round(time.perf_counter() - t0, 1)}
+    s = data.splits
+    result, _ = tfidf_logistic_regression(data.texts, s.y_train, s.y_val, s.y_test, data.spec.num_classes)
+    return {"model": result.description, "val_accuracy": result.val_accuracy, "test_accuracy": result.test_accuracy,
+            "seconds": result.seconds}
 
 
 def seed_runs(run_dir: Path, report: dict, seeds: tuple[int, ...], epochs: int, losses: tuple[str, ...] = ("ce", "logit"),

@@ -1,7 +1,8 @@
 """The bundle stage: deployable Raspberry Pi and Android folders (and zips) around the verified INT8 model.
 
     runs/<name>/bundle/
-      raspberry-pi/   model.tflite, labels.txt, preprocess.json, infer.py, requirements.txt, README.md, manifest.json
+      raspberry-pi/   model.tflite, labels.txt, preprocess.json, infer.py, imageprep.py (images), requirements.txt, README.md,
+                      manifest.json
       android/        model.tflite (with TFLite metadata + labels inside), labels.txt, README.md, manifest.json
       raspberry-pi.zip, android.zip, SHA256SUMS
 
@@ -11,6 +12,8 @@ verify stage measured for exactly these model bytes.  The zips are byte-reproduc
 timestamps, sorted entries), so a rerun with the same inputs produces the same checksums.
 ``infer.py`` and the README templates come from ``export/`` (the device side), never import torch or
 TensorFlow, and read normalization from ``preprocess.json``, so the bundle needs nothing from the host.
+An image bundle also ships ``imageprep.py`` (numpy + Pillow): the very module the build read its image
+files with, so ``infer.py photo.jpg`` resizes, crops and converts a photo exactly as the build did.
 """
 
 from __future__ import annotations
@@ -82,6 +85,7 @@ class ModelFacts:
     n_test: int
     profile: str
     extra_files: tuple[str, ...] = ()  # e.g. tokenizer files for text models (absolute paths)
+    resize: str = ""  # images: how image files are brought to the input size (DataSpec.resize; "": imageprep's default)
 
     def __post_init__(self) -> None:
         if self.task == "vision" and len(self.input_shape_nhwc) != 4:
@@ -212,6 +216,16 @@ def build_bundles(run: RunDir, model_path: Path, facts: ModelFacts) -> tuple[Bun
                           "formula": "x = ((p / pixel_scale) - mean) / std, in float32"},
         "raw_pixel_range": [0, facts.pixel_scale],
     }
+    pi_image_files: dict[str, bytes] = {}
+    if facts.task == "vision":  # image files (infer.py photo.jpg): the build's own preprocessing, shipped as imageprep.py
+        from .export import imageprep
+
+        _, h, w, c = facts.input_shape_nhwc
+        preprocess["image_files"] = dict(
+            imageprep.describe((h, w), c, facts.resize or imageprep.RESIZE_POLICY),
+            to_raw_pixels=f"p = v * {facts.pixel_scale:g} / 255 (v itself when pixel_scale is 255), then the normalization above",
+            trained_on="image files prepared this way" if facts.resize else "arrays of this size (image files are prepared this way)")
+        pi_image_files["imageprep.py"] = _template("imageprep.py").encode()
     if facts.task == "text":  # token ids, not pixels: the tokenizer file is the whole preprocessing
         preprocess = {
             "task": "text-classification",
@@ -229,7 +243,13 @@ def build_bundles(run: RunDir, model_path: Path, facts: ModelFacts) -> tuple[Bun
         "OUTPUT_ZERO_POINT": q_out["zero_point"], "OUTPUT_DTYPE": q_out["dtype"],
         "PIXEL_SCALE": f"{facts.pixel_scale:g}", "MEAN": repr(facts.mean), "STD": repr(facts.std),
         "RAW_MEAN": f"{facts.mean * facts.pixel_scale:.9g}", "RAW_STD": f"{facts.std * facts.pixel_scale:.9g}",
+        "IMAGE_SIZE": (f"{facts.input_shape_nhwc[2]}x{facts.input_shape_nhwc[1]}" if facts.task == "vision" else ""),
+        "IMAGE_MODE": ("grey" if facts.input_shape_nhwc[-1] == 1 else "RGB") if facts.task == "vision" else "",
         "LITERT_VERSION": _litert_version(),
+        # Image bundles read photos with imageprep.py: the Pillow the build prepared its own image files with
+        # (JPEG decoding and resampling may differ by a grey level between Pillow versions).
+        "IMAGE_REQUIREMENTS": f"# infer.py photo.jpg: imageprep.py decodes and resizes image files with Pillow.\n{_pin('pillow')}\n"
+        if facts.task == "vision" else "",
     }
     pi_files = {
         "model.tflite": model,
@@ -238,6 +258,7 @@ def build_bundles(run: RunDir, model_path: Path, facts: ModelFacts) -> tuple[Bun
         "infer.py": _template("infer.py").encode(),
         "requirements.txt": _fill(_template("requirements.txt"), values).encode(),
         "README.md": _fill(_template("README.raspberry-pi.md" if facts.task == "vision" else "README.raspberry-pi.text.md"), values).encode(),
+        **pi_image_files,
         **extras,
     }
     android_files = {
@@ -258,9 +279,17 @@ def build_bundles(run: RunDir, model_path: Path, facts: ModelFacts) -> tuple[Bun
 
 
 def _litert_version() -> str:
+    return _version("ai-edge-litert")
+
+
+def _pin(package: str) -> str:
+    return f"{package}=={_version(package)}" if _version(package) else package
+
+
+def _version(package: str) -> str:
     from importlib.metadata import PackageNotFoundError, version
 
     try:
-        return version("ai-edge-litert")
+        return version(package)
     except PackageNotFoundError:  # pragma: no cover - the toolchain pins it
         return ""

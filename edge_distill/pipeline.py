@@ -23,6 +23,7 @@ from . import __version__
 from .console import Console, get_console, set_console
 from .data import DataResult
 from .errors import ConfigError
+from .models.teacher_input import InputCandidate
 from .profiles import DeviceProfile, load_profile
 from .rundir import RunDir, hash_inputs, sha256_file
 from .serde import from_jsonable, to_jsonable
@@ -68,7 +69,18 @@ class BuildOptions:
     force: bool = False
     quiet: bool = False
     trust_pickle: bool = False
+    # A teacher file's input: auto (its archive's edge_distill.json, else the build's normalization, checked against the
+    # other usual scalings), or a contract such as unit, raw, normalized, mean=M,std=S[,nhwc] (models/teacher_input.py).
+    teacher_input: str = "auto"
+    if_kd_loses: str = "ship-baseline"  # KD student worse than its no-KD baseline on validation: ship-baseline or fail
+    bench_all: bool = False  # device runners: bench every variant there, not only the file that ships
     nproc: int = 1  # training ranks on this machine (torchrun + DDP); 1 trains in this process
+    # Image folders (export/imageprep.py): target size "N" or "WxH" (None: the folder's median, ≤ 64 px on the long
+    # side), channels "auto" (3 if any image is colour) / "1" / "3", and whether undecodable files are skipped.
+    image_size: str | None = None
+    channels: str = "auto"
+    skip_bad_images: bool = False
+    test_data: str | None = None  # a separate test set (folder or .npz): the ledger's test split; --data gives train/val
 
     def __post_init__(self) -> None:
         if self.task not in ("auto", "vision", "text"):
@@ -115,10 +127,49 @@ class BuildOptions:
                 "--nproc > 1 does not yet support an online teacher (augmentation, fitnet or attention KD).",
                 "Use --nproc 1 with these options, or logit KD without augmentation for distributed training.",
             )
+        if self.teacher_input != "auto":
+            from .models.teacher_input import parse_teacher_input
+
+            parse_teacher_input(self.teacher_input)  # a malformed contract fails here, naming the syntax
+            if self.teacher == "auto":
+                raise ConfigError(f"--teacher-input {self.teacher_input!r} describes a teacher file's input, but --teacher is auto "
+                                  "(the built-in teacher reads the build's own input).", "Leave --teacher-input out, or give --teacher FILE.")
+        if self.if_kd_loses not in ("ship-baseline", "fail"):
+            raise ConfigError(f"--if-kd-loses must be ship-baseline or fail, got {self.if_kd_loses!r}.",
+                              "ship-baseline (the default) ships the no-KD student when distillation made it worse; fail stops the build.")
         if self.max_int8_drop < 0:
             raise ConfigError(f"--max-int8-drop must be ≥ 0, got {self.max_int8_drop}.", "It is in accuracy points, e.g. 1.0.")
         if self.bench_runs < 1 or self.bench_warmup < 0:
             raise ConfigError("--bench-runs must be ≥ 1 and --bench-warmup ≥ 0.", "Use e.g. --bench-warmup 20 --bench-runs 200.")
+        if self.channels not in ("auto", "1", "3"):
+            raise ConfigError(f"--channels must be auto, 1 or 3, got {self.channels!r}.",
+                              "auto: 3 (RGB) if any image is in colour, else 1 (grey).")
+        self.image_hw()  # a bad --image-size fails here, before anything is written
+        if self.test_data is not None and (not self.test_data or Path(self.test_data).resolve() == Path(self.data).resolve()):
+            raise ConfigError(f"--test-data must be a separate folder or .npz file, got {self.test_data!r} (--data is {self.data!r}).",
+                              "Give images the build never trains on; without --test-data the test split is carved out of --data.")
+
+    def image_hw(self) -> tuple[int, int] | None:
+        """--image-size as (height, width), or None for the folder's median."""
+        if self.image_size is None:
+            return None
+        from .export.imageprep import MAX_SIDE, MIN_SIDE, parse_size
+
+        try:
+            return parse_size(self.image_size)
+        except ValueError:
+            raise ConfigError(f"--image-size must be N or WxH (width x height) with sides {MIN_SIDE}..{MAX_SIDE}, got {self.image_size!r}.",
+                              "E.g. --image-size 32 (32x32) or --image-size 48x32 (48 wide, 32 high); leave it out for the folder's "
+                              "median size, at most 64 px on the long side.") from None
+
+    def image_key(self) -> list:
+        """The image-file settings that differ from the defaults: a data-stage key part (empty for older builds)."""
+        from .data.user import fingerprint
+
+        return [*(["image_size", list(self.image_hw() or ())] if self.image_size is not None else []),
+                *(["channels", self.channels] if self.channels != "auto" else []),
+                *(["skip_bad_images"] if self.skip_bad_images else []),
+                *(["test_data", fingerprint(self.test_data)] if self.test_data else [])]
 
     def run_dir(self) -> Path:
         return Path(self.out) if self.out else Path("runs") / Path(self.profile).stem
@@ -146,6 +197,10 @@ class TeacherResult:
     members: int = 1  # built-in teacher: members averaged (an ensemble when > 1)
     flip_average: bool = False  # built-in teacher: averaged over the image and its mirror
     member_test_accuracy: tuple[float, ...] = ()  # each member alone, when members > 1
+    input_contract: str = ""  # a teacher file's input (teacher_input.parse_teacher_input); "" = the build's normalized input
+    input_source: str = ""  # where the contract came from: "--teacher-input", "file metadata", "default"
+    input_description: str = ""
+    input_candidates: tuple[InputCandidate, ...] = ()  # the file's validation accuracy under each usual input scaling
 
 
 @dataclass(frozen=True)
@@ -246,12 +301,18 @@ def build(options: BuildOptions) -> dict[str, Any]:
         from .text_stages import check_text_options
 
         check_text_options(options)
+        if options.teacher_input != "auto":
+            raise ConfigError("--teacher-input describes an image teacher's pixels; a text teacher reads its own tokenizer's ids.",
+                              "Leave --teacher-input out for text builds.")
     elif options.word_dropout:
         raise ConfigError("--word-dropout drops words of training texts; this build is vision.",
                           "Leave it out; image views come from --augment-shift / --augment-flip.")
+    if task == "text" and options.image_key():
+        raise ConfigError("--image-size, --channels, --skip-bad-images and --test-data are for image data; this build is text.",
+                          "Leave them out (a text dataset's test split comes from --data).")
     # Text adds its own settings to the key; an image build's key stays what it always was.
     text_key = ["text", options.text_field, options.label_field] if task == "text" else []
-    data, data_key = stages("data", [data_source, options.seed, options.calib_count, *text_key], DataResult,
+    data, data_key = stages("data", [data_source, options.seed, options.calib_count, *text_key, *options.image_key()], DataResult,
                             lambda: _data_stage(run, options, task))
     console.stage("data", f"{data.spec.name}: {data.n_train} train / {data.n_val} val / {data.n_test} test / {data.n_calib} calibration")
 
@@ -292,6 +353,7 @@ def build(options: BuildOptions) -> dict[str, Any]:
         "baseline", [size_key, train_settings, *view_settings], StudentResult, lambda: _student_stage(run, options, data, sizing, None, "ce", view_teacher=teacher)
     )
     console.stage("baseline", f"no-KD student: test accuracy {baseline.test_accuracy:.4f}")
+    _check_teacher_against_baseline(teacher, baseline, data, console)
     kd_settings = [options.kd_loss, options.temperature, options.alpha, options.beta, options.augment_shift, options.augment_flip,
                    *([options.teacher_views] if options.teacher_views else []), *([options.word_dropout] if options.word_dropout else []),
                    *(["embeddings", options.student_embeddings] if task == "text" else [])]
@@ -303,22 +365,34 @@ def build(options: BuildOptions) -> dict[str, Any]:
     )
     console.stage("distill", f"KD student: test accuracy {student.test_accuracy:.4f}")
 
+    from .verify import choose_shipped_student
+
+    choice = choose_shipped_student(student.val_accuracy, baseline.val_accuracy, options.max_int8_drop, options.if_kd_loses)
+    (console.warn if choice.shipped == "nokd" else console.info)(choice.note)
+    shipped, shipped_key = (student, student_key) if choice.shipped == "kd" else (baseline, baseline_key)
+
     from .convert import ConvertResult
 
     conversion, convert_key = stages(
         "convert",
         # max_int8_drop decides how far the quality gate escalates, so it is an input of the convert stage.
-        [student_key, teacher_key, data_key, options.max_int8_drop],
+        [shipped_key, teacher_key, data_key, options.max_int8_drop],
         ConvertResult,
-        lambda: _convert_stage(run, options, data, sizing, student, teacher),
+        lambda: _convert_stage(run, options, data, sizing, shipped, teacher),
     )
+    classical = None
+    if task == "text":  # what a linear model on word n-grams reaches on the same splits, beside the teacher
+        from .models.classical import ClassicalBaseline
+
+        classical, _ = stages("text-baseline", [data_key, "tfidf-logreg"], ClassicalBaseline, lambda: _text_baseline_stage(run, data))
+        console.stage("text-baseline", f"{classical.description}: test accuracy {classical.test_accuracy:.4f}")
     from .verify import VerifyResult, enforce_gate, format_ledger
 
     verified, verify_key = stages(
         "verify",
-        [convert_key, baseline_key, options.max_int8_drop],
+        [convert_key, baseline_key, options.max_int8_drop, "gate-vs-nokd", choice.shipped, *(["tfidf-logreg"] if classical else [])],
         VerifyResult,
-        lambda: _verify_stage(run, options, data, sizing, teacher, baseline, student, conversion),
+        lambda: _verify_stage(run, options, data, sizing, teacher, baseline, student, conversion, choice.shipped, classical),
     )
     console.info(format_ledger(verified))
     enforce_gate(verified, conversion)
@@ -327,7 +401,8 @@ def build(options: BuildOptions) -> dict[str, Any]:
 
     bench, _ = stages(
         "bench",
-        [verify_key, options.runner, options.bench_warmup, options.bench_runs, profile.threads],
+        [verify_key, options.runner, options.bench_warmup, options.bench_runs, profile.threads,
+         *(["bench-all"] if options.bench_all and options.runner != "local" else [])],
         BenchSuite,
         lambda: _bench_stage(run, options, profile, data, conversion, sizing, teacher),
     )
@@ -364,6 +439,7 @@ def build(options: BuildOptions) -> dict[str, Any]:
         bench=bench,
         fidelity=fidelity,
         bundle=bundle,
+        choice=choice,
         times=stages.times,
         total_seconds=time.perf_counter() - started,
     )
@@ -372,6 +448,43 @@ def build(options: BuildOptions) -> dict[str, Any]:
 
 
 # ---- stages ------------------------------------------------------------------------------------
+
+
+def _text_baseline_stage(run: RunDir, data: DataResult):
+    import dataclasses as dc
+
+    import numpy as np
+
+    from .data.text import load_texts
+    from .models.classical import tfidf_logistic_regression
+
+    splits = _splits(run, data)
+    result, probs = tfidf_logistic_regression(load_texts(run.path(data.texts_path)), splits.y_train, splits.y_val, splits.y_test,
+                                              data.spec.num_classes, progress=get_console().progress)
+    with run.atomic_path("verify/tfidf_test_scores.npy") as tmp:
+        with open(tmp, "wb") as fh:
+            np.save(fh, probs)
+    result = dc.replace(result, scores_path="verify/tfidf_test_scores.npy")
+    return result, [run.path(result.scores_path)]
+
+
+def _check_teacher_against_baseline(teacher: TeacherResult, baseline: StudentResult, data: DataResult, console: Console) -> None:
+    """A teacher below the student trained without it can only teach it mistakes: a teacher file stops the build
+    (most often it reads another input than it was trained on), the built-in teacher gets a warning."""
+    import math
+
+    n_val = data.n_val
+    # Two standard errors of the baseline's validation accuracy, at least a point: a teacher a few samples behind a
+    # strong student on a small split is noise, not a broken teacher.
+    margin = max(0.01, 2 * math.sqrt(max(baseline.val_accuracy * (1 - baseline.val_accuracy), 1e-6) / max(n_val, 1)))
+    if data.spec.task != "vision" or teacher.val_accuracy >= baseline.val_accuracy - margin:
+        return
+    if teacher.kind == "file":
+        from .models.teacher_input import weak_teacher_error
+
+        raise weak_teacher_error(teacher.val_accuracy, baseline.val_accuracy, n_val, teacher.source, teacher.input_contract, teacher.input_candidates)
+    console.warn(f"the built-in teacher ({teacher.val_accuracy:.4f} on validation) is below the no-KD student ({baseline.val_accuracy:.4f}); "
+                 "distillation is unlikely to help (more --teacher-epochs, or --teacher-arch vgg for larger images).")
 
 
 def _training_ranks(options: BuildOptions) -> list[int]:
@@ -402,7 +515,9 @@ def _data_stage(run: RunDir, options: BuildOptions, task: str = "vision") -> tup
 
         return data_stage(run, options)
 
-    spec, splits = prepare(options.data, options.seed, options.calib_count)
+    spec, splits = prepare(options.data, options.seed, options.calib_count, image_size=options.image_hw(),
+                           channels=None if options.channels == "auto" else int(options.channels),
+                           skip_bad_images=options.skip_bad_images, test_data=options.test_data)
     with run.atomic_path("data/splits.npz") as tmp:
         with open(tmp, "wb") as fh:
             splits.save(fh)
@@ -462,8 +577,11 @@ def _teacher_stage(run: RunDir, options: BuildOptions, data: DataResult) -> tupl
     from .models.cnn import count_params
     from .models.teacher import averaged_teacher, builtin_teacher, load_teacher_file
 
+    from .models.teacher_input import TeacherInput
+
     splits = _splits(run, data)
     train_result, member_accuracy = None, ()
+    contract, contract_source, candidates = TeacherInput(), "built-in", ()
     if options.teacher == "auto":
         members = []
         for k in range(options.teacher_members):
@@ -491,14 +609,15 @@ def _teacher_stage(run: RunDir, options: BuildOptions, data: DataResult) -> tupl
         kind, source = "builtin", f"auto (built-in {options.teacher_arch} teacher{_teacher_recipe_label(options)})"
     else:
         path = _teacher_path(options)
-        model = load_teacher_file(path, data.spec, options.trust_pickle)
+        contract, contract_source, candidates = _vetted_teacher_input(options, path, data, splits)
+        model = load_teacher_file(path, data.spec, options.trust_pickle, contract)
         with run.atomic_path("teacher/teacher.pt") as tmp:
             tmp.write_bytes(path.read_bytes())
         kind, source = "file", str(path)
     get_console().stage("teacher", "caching teacher logits on the training split")
     if ddp.wanted(options.nproc):  # each rank computes one shard; rank 0 writes the cache once
         recipe = ModelRecipe("teacher" if kind == "builtin" else "teacher_file", data.spec, "teacher/teacher.pt", trust_pickle=options.trust_pickle,
-                             teacher_arch=options.teacher_arch)
+                             teacher_arch=options.teacher_arch, teacher_input=contract.text() if kind == "file" else "")
         cached = cache_teacher_logits(run, recipe, data.splits_path, "teacher/logits_train.npy", options.nproc)
         get_console().stage("teacher", f"{cached.rows} logits computed in {len(cached.rows_per_rank)} shards {list(cached.rows_per_rank)}")
     else:
@@ -521,15 +640,43 @@ def _teacher_stage(run: RunDir, options: BuildOptions, data: DataResult) -> tupl
         members=options.teacher_members if kind == "builtin" else 1,
         flip_average=options.teacher_flip_average and kind == "builtin",
         member_test_accuracy=member_accuracy,
+        input_contract=contract.text() if kind == "file" else "",
+        input_source=contract_source if kind == "file" else "built-in",
+        input_description=contract.describe(data.spec.pixel_scale),
+        input_candidates=candidates if kind == "file" else (),
     )
     return result, [run.path(result.path), run.path(result.logits_path)]
+
+
+def _vetted_teacher_input(options: BuildOptions, path: Path, data: DataResult, splits):
+    """The teacher file's input contract (flag, else its metadata, else the build's normalization), its validation
+    accuracy under that and the other usual scalings, and a stop when the file clearly reads another input."""
+    import numpy as np
+
+    from .models.teacher import score_input_contracts
+    from .models.teacher_input import TeacherInput, candidate_contracts, contract_from_metadata, parse_teacher_input, vet_teacher_input
+
+    if options.teacher_input != "auto":
+        contract, source = parse_teacher_input(options.teacher_input), "--teacher-input"
+    else:
+        from_file = contract_from_metadata(path)
+        contract, source = (from_file, "file metadata") if from_file is not None else (TeacherInput(), "default")
+    contracts = [contract] + [c for c in candidate_contracts(data.spec.input_shape[0]) if c != contract]
+    get_console().stage("teacher", f"scoring the teacher file on the validation split under {len(contracts)} input scalings")
+    scores = score_input_contracts(path, data.spec, options.trust_pickle, contracts, splits.x_val, splits.y_val)
+    candidates = tuple(InputCandidate(c.text(), c.describe(data.spec.pixel_scale), acc, err) for c, (acc, err) in zip(contracts, scores))
+    majority = float(np.bincount(splits.y_val).max() / len(splits.y_val))
+    vet_teacher_input(candidates, source, majority, str(path))
+    get_console().stage("teacher", f"input: {contract.describe(data.spec.pixel_scale)} ({source}); validation accuracy {candidates[0].val_accuracy}")
+    return contract, source, candidates
 
 
 def _teacher_recipe_key(options: BuildOptions) -> list:
     """What shapes the built-in teacher beyond its epochs and arch; empty for the original recipe, so the keys
     of earlier builds (and their cached teachers) stay valid."""
     if options.teacher != "auto":
-        return []
+        # A teacher file's stage vets its input contract; the marker retires results cached before that check existed.
+        return ["input", options.teacher_input]
     return [*(["augment", options.augment_shift, options.augment_flip] if options.augment_shift or options.augment_flip else []),
             *(["members", options.teacher_members] if options.teacher_members > 1 else []),
             *(["flip-average"] if options.teacher_flip_average else [])]
@@ -555,7 +702,9 @@ def load_teacher_model(run: RunDir, teacher: TeacherResult, spec, trust_pickle: 
         model = averaged_teacher(members, teacher.flip_average, spec.input_shape[-1])
         model.load_state_dict(torch.load(run.path(teacher.path), weights_only=True))
         return model.eval()
-    return load_teacher_file(run.path(teacher.path), spec, trust_pickle)
+    from .models.teacher_input import parse_teacher_input
+
+    return load_teacher_file(run.path(teacher.path), spec, trust_pickle, parse_teacher_input(teacher.input_contract))
 
 
 def _size_stage(run: RunDir, options: BuildOptions, data: DataResult, profile: DeviceProfile, teacher: TeacherResult, family: str):
@@ -692,7 +841,7 @@ def _convert_stage(run, options, data, sizing, student, teacher):
     return result, files + [run.path("teacher/teacher.onnx")]
 
 
-def _verify_stage(run, options, data, sizing, teacher, baseline, student, conversion):
+def _verify_stage(run, options, data, sizing, teacher, baseline, student, conversion, shipped_student="kd", classical=None):
     from .convert import run_onnx, run_tflite
     from .distill import predict_logits
     from .verify import Scored, build_ledger, median_ms, torch_latency_ms
@@ -713,6 +862,11 @@ def _verify_stage(run, options, data, sizing, teacher, baseline, student, conver
     ):
         xs = x_teacher if model is teacher_model else x
         scored.append(Scored(name, variant, "torch", predict_logits(model, xs), None, trained.params, "float32", torch_latency_ms(model, xs, threads=threads)))
+    if classical is not None:
+        import numpy as np
+
+        scored.append(Scored("TF-IDF + logistic regression", "tfidf_logreg", "scikit-learn", np.load(run.path(classical.scores_path)), None,
+                             classical.features * data.spec.num_classes, "float64 (sparse TF-IDF features)"))
     for f in conversion.files:
         path = run.path(f.path)
         latencies: list[float] = []
@@ -725,7 +879,11 @@ def _verify_stage(run, options, data, sizing, teacher, baseline, student, conver
         f"host ({platform.machine()}, {threads} threads), in-process, batch 1: median over the {len(x)} test-split invokes "
         "(torch: the first 64 forward passes); not the target device -- see the bench section for separate-process timings"
     )
-    result = build_ledger(scored, splits.y_test, "torch_fp32", "tflite_int8", options.max_int8_drop, conversion.deploy_variant, where)
+    # The converted files are the shipped student's: their drop is measured against its fp32 self, and the gate
+    # also holds them to the no-KD student.
+    reference = "torch_fp32" if shipped_student == "kd" else "nokd_torch_fp32"
+    result = build_ledger(scored, splits.y_test, reference, "tflite_int8", options.max_int8_drop, conversion.deploy_variant, where,
+                          baseline_variant="nokd_torch_fp32", shipped_student=shipped_student)
     run.write_json("verify/ledger.json", to_jsonable(result))
     return result, [run.path("verify/ledger.json")]
 
@@ -739,7 +897,7 @@ def _bench_stage(run, options, profile, data, conversion, sizing=None, teacher=N
     _write_npz(run, "bench/test_nhwc.npz", splits.x_test.transpose(0, 2, 3, 1), splits.y_test)
     targets = [("teacher (ONNX Runtime fp32)", run.path("teacher/teacher.onnx"), "bench/test_nchw.npz")]
     targets += [(f"student {f.variant}", run.path(f.path), "bench/test_nhwc.npz") for f in conversion.files if f.variant.startswith("tflite")]
-    return _bench_targets(run, options, profile, targets)
+    return _bench_targets(run, options, profile, targets, run.path(_int8_file(conversion).path))
 
 
 def _text_bench_stage(run, options, profile, data, conversion, sizing, teacher):
@@ -753,7 +911,7 @@ def _text_bench_stage(run, options, profile, data, conversion, sizing, teacher):
         _write_npz(run, "bench/teacher_test_ids.npz", teacher_inputs(run, teacher, splits, "test"), splits.y_test)
         targets.append(("teacher (ONNX Runtime fp32)", run.path("teacher/teacher.onnx"), "bench/teacher_test_ids.npz"))
     targets += [(f"student {f.variant}", run.path(f.path), TEXT_TEST_NPZ) for f in conversion.files if f.variant.startswith("tflite")]
-    return _bench_targets(run, options, profile, targets)
+    return _bench_targets(run, options, profile, targets, run.path(_int8_file(conversion).path))
 
 
 def _write_npz(run: RunDir, relative: str, x, y) -> None:
@@ -764,17 +922,22 @@ def _write_npz(run: RunDir, relative: str, x, y) -> None:
             np.savez(fh, x=x, y=y)
 
 
-def _bench_targets(run: RunDir, options: BuildOptions, profile: DeviceProfile, targets: list[tuple[str, Path, str]]):
-    """Benchmark each (label, model, test npz) with the device agent and save the suite."""
+def _bench_targets(run: RunDir, options: BuildOptions, profile: DeviceProfile, targets: list[tuple[str, Path, str]], shipped: Path):
+    """Benchmark each (label, model, test npz) with the device agent and save the suite.
+
+    On a device runner only the file that ships is benchmarked there (all TFLite variants with --bench-all): each
+    emulated fp32 variant costs minutes under qemu, and the others answer no deployment question.  The teacher (ONNX;
+    devices rarely have onnxruntime) and the other variants run on this host; each result says where it ran.
+    """
     from .bench import BenchSuite, bench_model, describe_host
 
-    threads = min(profile.threads, os.cpu_count() or 1)
     results = []
     for label, path, npz in get_console().progress(targets, len(targets), "bench models"):
-        # The teacher is a host reference (devices rarely have onnxruntime); each result says where it ran.
-        runner = "local" if path.suffix == ".onnx" else options.runner
-        results.append(bench_model(path, threads, options.bench_warmup, options.bench_runs, run.path(npz), runner=runner))
-    suite = BenchSuite(labels=tuple(t[0] for t in targets), results=tuple(results), threads=threads, host=describe_host())
+        on_device = path.suffix != ".onnx" and (options.bench_all or path == shipped)
+        runner = options.runner if on_device else "local"
+        results.append(bench_model(path, runner_threads(runner, profile), options.bench_warmup, options.bench_runs, run.path(npz), runner=runner))
+    suite = BenchSuite(labels=tuple(t[0] for t in targets), results=tuple(results), threads=runner_threads(options.runner, profile),
+                       host=describe_host())
     run.write_json("bench/results.json", to_jsonable(suite))
     return suite, [run.path("bench/results.json")]
 
@@ -787,10 +950,18 @@ def _int8_file(conversion):
     return conversion.file(conversion.deploy_variant or "tflite_int8")
 
 
+def runner_threads(runner: str, profile: DeviceProfile) -> int:
+    """The profile's threads on a real device (ssh, adb); capped at this machine's cores where the agent runs here
+    (local, and qemu-arm64, whose emulated threads are this host's)."""
+    if runner.startswith(("ssh://", "adb")):
+        return profile.threads
+    return min(profile.threads, os.cpu_count() or 1)
+
+
 def _fidelity_stage(run, options, profile, conversion):
     from .bench import cross_runtime_fidelity
 
-    threads = min(profile.threads, os.cpu_count() or 1)
+    threads = runner_threads(options.runner, profile)
     npz = TEXT_TEST_NPZ if run.path(TEXT_TEST_NPZ).is_file() and run.path("student/tokenizer.json").is_file() else "bench/test_nhwc.npz"
     result = cross_runtime_fidelity(run.path(_int8_file(conversion).path), run.path(npz), options.runner, threads)
     run.write_json("bench/fidelity.json", to_jsonable(result))
@@ -815,11 +986,11 @@ def _bundle_stage(run, profile, data, conversion, verified):
         extra = (str(tokenizer), str(importlib.resources.files("edge_distill.export") / "tokenizer.py"))
     facts = ModelFacts(
         extra_files=extra,
-        name=f"{spec.name}-{profile.name}", task=spec.task, class_names=tuple(spec.class_names), input_shape_nhwc=nhwc,
+        name=f"{Path(spec.name).stem or spec.name}-{profile.name}", task=spec.task, class_names=tuple(spec.class_names), input_shape_nhwc=nhwc,
         pixel_scale=getattr(spec, "pixel_scale", 1.0), mean=getattr(spec, "mean", 0.0), std=getattr(spec, "std", 1.0),
         variant=int8.variant,
         variant_description=int8.integer_description, accuracy=verified.row(int8.variant).accuracy, n_test=verified.n_test,
-        profile=profile.name,
+        profile=profile.name, resize=getattr(spec, "resize", ""),
     )
     return build_bundles(run, run.path(int8.path), facts)
 

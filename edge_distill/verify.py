@@ -5,6 +5,10 @@ KD student in torch, and each converted file in the runtime that will execute it
 share of test samples where a model's top-1 class equals the fp32 KD student's, which shows what a
 conversion changed even where accuracy happens to stay the same.
 
+Before conversion, ``choose_shipped_student`` compares the KD student with its no-KD baseline on the validation
+split: distillation that made the student worse by more than the gate's tolerance ships the baseline (saying so)
+or fails the build (``--if-kd-loses fail``).  The gate then also holds the shipped file to the no-KD student.
+
 The gate judges the quantized file the convert stage chose to ship (``ConvertResult.deploy_variant``: full
 INT8 when it passed on the validation split, otherwise the escalation's pick) on the *test* split; when
 the convert stage found nothing that passes, there is nothing to ship and the gate fails.
@@ -46,6 +50,9 @@ class VerifyResult:
     gated_variant: str | None = "tflite_int8"  # the quantized file that ships; None when none met the gate
     gated_drop_points: float | None = None  # accuracy points lost by ``gated_variant`` on the test split
     latency_where: str = ""  # where and how ``LedgerRow.latency_ms`` was measured
+    # Points the shipped file loses against the no-KD fp32 student on the test split (negative: KD + INT8 is better).
+    nokd_drop_points: float | None = None
+    shipped_student: str = "kd"  # "kd" or "nokd": which trained student the converted files are (StudentChoice)
 
     def row(self, variant: str) -> LedgerRow:
         for r in self.rows:
@@ -103,8 +110,11 @@ def build_ledger(
     max_int8_drop: float,
     deploy_variant: str | None = _SAME_AS_INT8,
     latency_where: str = "",
+    baseline_variant: str | None = None,
+    shipped_student: str = "kd",
 ) -> VerifyResult:
-    """Score every model; the gate passes when ``deploy_variant`` loses at most ``max_int8_drop`` points.
+    """Score every model; the gate passes when ``deploy_variant`` loses at most ``max_int8_drop`` points against
+    ``reference_variant`` (the fp32 student it was converted from) and against ``baseline_variant`` (the no-KD student).
 
     ``deploy_variant`` defaults to ``int8_variant``; None means the convert stage found no quantized model
     that met the gate, and the ledger fails.
@@ -133,8 +143,12 @@ def build_ledger(
 
     int8_drop = drop(int8_variant) if int8_variant in by_variant else None
     gated_drop = drop(deploy_variant) if deploy_variant in by_variant else None
-    passed = gated_drop is not None and gated_drop <= max_int8_drop
-    return VerifyResult(rows, len(y_test), reference_variant, int8_drop, max_int8_drop, passed, deploy_variant, gated_drop, latency_where)
+    nokd_drop = None
+    if baseline_variant in by_variant and deploy_variant in by_variant:
+        nokd_drop = round(100 * (by_variant[baseline_variant].accuracy - by_variant[deploy_variant].accuracy), 4)
+    passed = gated_drop is not None and gated_drop <= max_int8_drop and (nokd_drop is None or nokd_drop <= max_int8_drop)
+    return VerifyResult(rows, len(y_test), reference_variant, int8_drop, max_int8_drop, passed, deploy_variant, gated_drop, latency_where,
+                        nokd_drop, shipped_student)
 
 
 def format_ledger(result: VerifyResult) -> str:
@@ -187,6 +201,12 @@ def enforce_gate(result: VerifyResult, conversion=None) -> None:
             f"INT8 quality gate failed: no quantized model stayed within {result.max_int8_drop:.2f} accuracy points of the "
             f"fp32 student{where} after {len(attempts)} attempt(s); {plain}."
         )
+    elif result.gated_drop_points is not None and result.gated_drop_points <= result.max_int8_drop:
+        headline = (
+            f"Quality gate failed: the shipped {result.gated_variant} file scores {result.nokd_drop_points:.2f} accuracy points "
+            f"below the student trained without the teacher (no KD; allowed: {result.max_int8_drop:.2f}) on {result.n_test} test "
+            "samples: distillation made the deployable model worse."
+        )
     else:
         headline = (
             f"INT8 quality gate failed: the {result.gated_variant} student lost {result.gated_drop_points:.2f} accuracy points "
@@ -197,3 +217,33 @@ def enforce_gate(result: VerifyResult, conversion=None) -> None:
         "Try more calibration samples (--calib-count), a student family that quantizes better (--student), or raise "
         "--max-int8-drop if this loss is acceptable.",
     )
+
+
+@dataclass(frozen=True)
+class StudentChoice:
+    """Which trained student the build converts and ships, decided on the validation split (never the test split)."""
+
+    shipped: str  # "kd" or "nokd"
+    kd_val_accuracy: float
+    nokd_val_accuracy: float
+    tolerance_points: float
+    policy: str  # --if-kd-loses: ship-baseline or fail
+    note: str  # one sentence for the console and the report
+
+
+def choose_shipped_student(kd_val: float, nokd_val: float, tolerance_points: float, policy: str) -> StudentChoice:
+    """The KD student, unless it loses more than ``tolerance_points`` to its no-KD baseline on validation: then the
+    baseline ships (policy ``ship-baseline``) or the build stops (``fail``)."""
+    loss = round(100 * (nokd_val - kd_val), 4)
+    if loss <= tolerance_points:
+        note = f"the KD student ships (validation {kd_val:.4f} vs no-KD {nokd_val:.4f})"
+        return StudentChoice("kd", kd_val, nokd_val, tolerance_points, policy, note)
+    what = (f"distillation made the student worse: KD student {kd_val:.4f} vs no-KD student {nokd_val:.4f} on the validation "
+            f"split ({loss:.2f} points lost, tolerance {tolerance_points:.2f})")
+    if policy == "fail":
+        raise QualityGateError(
+            f"Quality gate failed: {what}.",
+            "Check the teacher (its accuracy and input contract in the report), try another --kd-loss, --temperature or --alpha, "
+            "or pass --if-kd-loses ship-baseline to ship the no-KD student instead.",
+        )
+    return StudentChoice("nokd", kd_val, nokd_val, tolerance_points, policy, f"{what}; the no-KD student ships instead (--if-kd-loses fail stops here)")

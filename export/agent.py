@@ -28,6 +28,7 @@ AGENT_VERSION = 1
 SEED = 0
 
 _JSON_OUT = None  # the real stdout, set by main(); see _guard_stdout
+_RUNTIME = ["the TFLite runtime", ""]  # name and version once imported, for errors raised outside the model classes
 
 
 def _guard_stdout():
@@ -153,17 +154,76 @@ def _import_tflite():
         import ai_edge_litert
         from ai_edge_litert import interpreter as mod
 
-        return mod, "ai_edge_litert", getattr(ai_edge_litert, "__version__", "unknown")
+        _RUNTIME[:] = ["ai_edge_litert", getattr(ai_edge_litert, "__version__", "unknown")]
+        return mod, *_RUNTIME
     except ImportError:
         pass
     try:
         import tflite_runtime
         from tflite_runtime import interpreter as mod
-
-        return mod, "tflite_runtime", getattr(tflite_runtime, "__version__", "unknown")
     except ImportError:
         raise AgentError("No TFLite runtime found (neither ai_edge_litert nor tflite_runtime is installed).",
-                         "On the device: pip install ai-edge-litert numpy") from None
+                         "On the device: pip install ai-edge-litert numpy "
+                         "(32-bit ARM: pip install tflite-runtime \"numpy<2\")") from None
+    version = getattr(tflite_runtime, "__version__", "unknown")
+    _RUNTIME[:] = ["tflite_runtime", version]
+    if tflite_runtime_needs_numpy1(version):
+        raise AgentError(*numpy2_message("tflite_runtime", version))
+    return mod, "tflite_runtime", version
+
+
+# tflite-runtime's releases (the last is 2.14.0, 2023) are compiled against NumPy 1.x.  With NumPy 2 the
+# import succeeds and only the Interpreter fails, with "SystemError: <built-in method CreateWrapperFromFile
+# of PyCapsule object ...> returned a result with an exception set" (numpy prints its own ABI warning on
+# stderr first).  A later release may be built for NumPy 2, so only these are refused before loading; the
+# SystemError is still recognised wherever it happens (see numpy_abi_failure).
+TFLITE_RUNTIME_LAST_NUMPY1 = (2, 14)
+
+
+def _major_minor(version: str) -> tuple[int, int] | None:
+    import re
+
+    match = re.match(r"(\d+)\.(\d+)", str(version))
+    return (int(match.group(1)), int(match.group(2))) if match else None
+
+
+def tflite_runtime_needs_numpy1(version: str) -> bool:
+    """True when this tflite-runtime release is known not to work with the NumPy installed here."""
+    import numpy as np
+
+    release, numpy_release = _major_minor(version), _major_minor(np.__version__) or (0, 0)
+    return release is not None and release <= TFLITE_RUNTIME_LAST_NUMPY1 and numpy_release >= (2, 0)
+
+
+def numpy2_message(runtime: str, version: str) -> tuple[str, str]:
+    """(error, hint) for a runtime built against NumPy 1.x running with NumPy 2."""
+    import numpy as np
+
+    dist = runtime.replace("_", "-")
+    return (f"{dist} {version} was built against NumPy 1.x and cannot run with the NumPy {np.__version__} "
+            "installed here: its Interpreter fails with an opaque SystemError "
+            "(\"... returned a result with an exception set\").",
+            'Install NumPy 1.x in the same environment: pip install "numpy<2" '
+            f'(for example pip install {dist}=={version} "numpy<2").')
+
+
+def numpy_abi_failure(exc: BaseException) -> bool:
+    """Is ``exc`` a native module's failure to import NumPy's C API (built for NumPy 1.x, running on 2.x)?"""
+    seen = 0
+    while exc is not None and seen < 10:
+        text = str(exc)
+        if isinstance(exc, (ImportError, AttributeError)) and ("_ARRAY_API" in text or "numpy.core.multiarray" in text):
+            return True
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return False
+
+
+def native_failure(exc: SystemError, runtime: str, version: str) -> AgentError:
+    """A SystemError from a runtime's native code, as one clear error (the NumPy mismatch by name)."""
+    if numpy_abi_failure(exc):
+        return AgentError(*numpy2_message(runtime, version))
+    return AgentError(f"{runtime} {version} failed inside its native code: {exc}",
+                      "Reinstall the runtime (pip install --force-reinstall) and check it matches this Python and numpy.")
 
 
 def _dtype_name(dtype) -> str:
@@ -206,6 +266,8 @@ class TFLiteModel:
         except (ValueError, RuntimeError, UnicodeDecodeError) as exc:
             raise AgentError(f"{self.path} could not be loaded as a TFLite model: {exc}".rstrip(),
                              "The file may be truncated or not a TFLite flatbuffer; re-export it.") from None
+        except SystemError as exc:  # native code failed, e.g. tflite-runtime (NumPy 1.x ABI) under NumPy 2
+            raise native_failure(exc, self.runtime, self.runtime_version) from None
         self.inputs = [self._describe(d) for d in self.interp.get_input_details()]
         self.outputs = [self._describe(d) for d in self.interp.get_output_details()]
 
@@ -521,6 +583,10 @@ def main(argv=None) -> int:
         if exc.code in (0, None):
             return 0
         _emit({"error": "invalid command line (see usage on stderr)", "hint": "", "agent_version": AGENT_VERSION})
+        return 2
+    except SystemError as exc:  # a runtime's native code, outside load (invoke, set_tensor, ...)
+        err = native_failure(exc, *_RUNTIME)
+        _emit({"error": err.message, "hint": err.hint, "agent_version": AGENT_VERSION})
         return 2
     except Exception as exc:  # anything unexpected still yields one JSON object
         _emit({"error": f"{type(exc).__name__}: {exc}", "hint": "", "agent_version": AGENT_VERSION})

@@ -4,6 +4,7 @@
 Part of the Raspberry Pi bundle that edge-distill writes; it reads ``model.tflite``, ``labels.txt`` and
 ``preprocess.json`` from its own directory.
 
+    python3 infer.py photo.jpg more.png ...     # image files (JPEG, PNG, WebP, BMP, PGM/PPM), or folders of them
     python3 infer.py images.npy                 # raw pixels, (N, H, W) or (N, H, W, C)
     python3 infer.py data.npz                   # x = raw pixels, y = labels (optional): prints accuracy
     python3 infer.py data.npz --normalized      # x already normalized in the model's layout (NHWC)
@@ -16,6 +17,11 @@ with the bundled tokenizer.json exactly as in training:
     python3 infer.py texts.txt                  # one text per line
     python3 infer.py data.jsonl                 # {"text": ..., "label": ...} per line: prints accuracy
     python3 infer.py --text "a small domesticated carnivore"
+
+Image files are read by imageprep.py (numpy + Pillow; ``pip install pillow``), the module the build read
+its own image files with: EXIF orientation, alpha over white, grey or RGB, scaled to cover the model's
+input size and centre-cropped (preprocess.json's ``image_files`` says which). For files it prints
+``file<TAB>label<TAB>score``; when every file sits in a folder named after a class, also the accuracy.
 
 Raw pixels are normalized exactly as during training, ``x = ((p / pixel_scale) - mean) / std``, then
 quantized with the input tensor's scale and zero point when the model takes int8/uint8.
@@ -33,6 +39,46 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
+# tflite-runtime's releases (the last is 2.14.0) are built against NumPy 1.x: under NumPy 2 the import works and
+# the Interpreter fails with an opaque "SystemError: ... returned a result with an exception set".  A later
+# release may be built for NumPy 2, so only these are refused up front; run() catches the SystemError itself.
+TFLITE_RUNTIME_LAST_NUMPY1 = (2, 14)
+
+
+def _major_minor(version):
+    import re
+
+    match = re.match(r"(\d+)\.(\d+)", str(version))
+    return (int(match.group(1)), int(match.group(2))) if match else None
+
+
+def _numpy2_error(runtime, version):
+    import numpy
+
+    return ('error: {0} {1} was built against NumPy 1.x and cannot run with the NumPy {2} installed here (its '
+            'interpreter fails with an opaque SystemError).\nhint: pip install "numpy<2" in the same environment '
+            '(for example: pip install {0}=={1} "numpy<2").'.format(runtime, version, numpy.__version__))
+
+
+def _numpy_abi_failure(exc):
+    """Is ``exc`` a native module's failure to load NumPy's C API (built for NumPy 1.x, running on 2.x)?"""
+    for _ in range(10):
+        if exc is None:
+            return False
+        text = str(exc)
+        if isinstance(exc, (ImportError, AttributeError)) and ("_ARRAY_API" in text or "numpy.core.multiarray" in text):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def _loaded_runtime():
+    for name in ("tflite_runtime", "ai_edge_litert"):
+        if name in sys.modules:
+            return name.replace("_", "-"), getattr(sys.modules[name], "__version__", "unknown")
+    return "the TFLite runtime", ""
+
+
 def _interpreter_module():
     try:
         from ai_edge_litert import interpreter
@@ -41,12 +87,17 @@ def _interpreter_module():
     except ImportError:
         pass
     try:
+        import numpy
+        import tflite_runtime
         from tflite_runtime import interpreter
-
-        return interpreter, "tflite_runtime"
     except ImportError:
         sys.exit("error: no TFLite runtime found.\nhint: pip install -r requirements.txt "
-                 "(ai-edge-litert; on 32-bit systems: pip install tflite-runtime)")
+                 '(ai-edge-litert; on 32-bit systems: pip install tflite-runtime "numpy<2")')
+    version = getattr(tflite_runtime, "__version__", "unknown")
+    release, numpy_release = _major_minor(version), _major_minor(numpy.__version__) or (0, 0)
+    if release is not None and release <= TFLITE_RUNTIME_LAST_NUMPY1 and numpy_release >= (2, 0):
+        sys.exit(_numpy2_error("tflite-runtime", version))
+    return interpreter, "tflite_runtime"
 
 
 def verify(directory: str) -> int:
@@ -96,6 +147,44 @@ class Classifier:
 
         return Tokenizer.from_file(os.path.join(HERE, self.pre["tokenizer"])).encode(texts)
 
+    def read_images(self, paths):
+        """Image files → raw pixels (N, H, W, C) in the model's units, prepared by the bundled imageprep.py."""
+        np = self.np
+        sys.path.insert(0, HERE)
+        try:
+            import imageprep
+        except ImportError as exc:
+            if getattr(exc, "name", None) == "imageprep":
+                sys.exit("error: imageprep.py is missing from this bundle, so infer.py cannot read image files.\nhint: "
+                         "rebuild the bundle with a current edge-distill, or pass raw pixels as .npy/.npz.")
+            sys.exit("error: reading image files needs Pillow, which is not installed ({}).\nhint: pip install pillow "
+                     "(or: pip install -r requirements.txt)".format(exc))
+        info = self.pre.get("image_files")
+        if self.is_text or not info:
+            sys.exit("error: this bundle's preprocess.json does not say how to prepare image files.\nhint: pass raw pixels as .npy/.npz.")
+        size, channels = tuple(info["size"]), int(info["channels"])
+        files = []
+        for path in paths:
+            if os.path.isdir(path):  # a folder: every image file under it, in sorted order
+                files += sorted(os.path.join(d, f) for d, _, names in os.walk(path) for f in names
+                                if os.path.splitext(f)[1].lower() in imageprep.IMAGE_SUFFIXES)
+            elif not os.path.isfile(path):
+                sys.exit("error: {} does not exist.\nhint: give image files (or folders of them).".format(path))
+            else:
+                files.append(path)
+        if not files:
+            sys.exit("error: no image files found in {}.\nhint: infer.py reads {}.".format(", ".join(paths), " ".join(imageprep.IMAGE_SUFFIXES)))
+        raw = []
+        for path in files:
+            try:
+                pixels = imageprep.load_image(path, size, channels, info.get("resize", imageprep.RESIZE_POLICY))
+            except imageprep.ImageError as exc:
+                sys.exit("error: {}.\nhint: infer.py reads JPEG, PNG, WebP, BMP and PGM/PPM files; re-save or leave out this one.".format(exc))
+            except ValueError as exc:  # e.g. a resize policy newer than this imageprep.py
+                sys.exit("error: {}.\nhint: use the imageprep.py that came with this bundle.".format(exc))
+            raw.append(imageprep.to_raw(pixels, self.pre["normalization"]["pixel_scale"]))
+        return files, np.stack(raw)
+
     def normalize(self, raw):
         """Raw pixels (N, H, W[, C]) → float32 NHWC, the same arithmetic (in float32) as training."""
         np = self.np
@@ -137,7 +226,9 @@ class Classifier:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description="Classify images with the bundled TFLite model.")
-    p.add_argument("data", nargs="?", help=".npy of raw images, or .npz with x (and optionally y labels); text bundles: .txt or .jsonl")
+    p.add_argument("data", nargs="?", help="image files (or folders of them), .npy of raw images, or .npz with x (and optionally "
+                                          "y labels); text bundles: .txt or .jsonl")
+    p.add_argument("more", nargs="*", help="more image files")
     p.add_argument("--text", action="append", help="text bundles: a text to classify (repeatable)")
     p.add_argument("--normalized", action="store_true", help="x is already normalized, in NHWC")
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
@@ -147,11 +238,11 @@ def main(argv=None) -> int:
     if args.verify:
         return verify(HERE)
     if not args.data and not args.text:
-        p.error("give a .npy/.npz file of images, texts (.txt/.jsonl or --text), or --verify")
+        p.error("give image files, a .npy/.npz file of images, texts (.txt/.jsonl or --text), or --verify")
 
     import numpy as np
 
-    y = None
+    y, files = None, None
     clf = Classifier(HERE, max(1, args.threads))
     if clf.is_text:
         texts, names = list(args.text or []), []
@@ -166,6 +257,11 @@ def main(argv=None) -> int:
         if names and len(names) == len(texts):
             y = np.array([clf.labels.index(n) if n in clf.labels else -1 for n in names])
         x = clf.tokenize(texts)
+    elif args.more or not args.data.lower().endswith((".npy", ".npz")):  # image files
+        files, x = clf.read_images([args.data, *args.more])
+        folders = [os.path.basename(os.path.dirname(os.path.abspath(f))) for f in files]
+        if all(name in clf.labels for name in folders):  # test/<class>/<file>: the folder is the label
+            y = np.array([clf.labels.index(name) for name in folders])
     elif args.data.endswith(".npz"):
         with np.load(args.data, allow_pickle=False) as data:
             if "x" not in data.files:
@@ -175,7 +271,7 @@ def main(argv=None) -> int:
     else:
         x = np.load(args.data, allow_pickle=False)
     if not clf.is_text:
-        x = np.asarray(x, np.float32) if args.normalized else clf.normalize(x)
+        x = np.asarray(x, np.float32) if args.normalized and files is None else clf.normalize(x)
     t0 = time.perf_counter()
     scores = clf.scores(x)
     seconds = time.perf_counter() - t0
@@ -184,10 +280,10 @@ def main(argv=None) -> int:
     if args.json:
         print(json.dumps({"n": int(len(pred)), "predictions": [int(v) for v in pred],
                           "labels": [clf.labels[int(v)] for v in pred], "accuracy": accuracy,
-                          "runtime": clf.runtime, "seconds": seconds}))
+                          "runtime": clf.runtime, "seconds": seconds, **({"files": files} if files is not None else {})}))
         return 0
     for i, k in enumerate(pred):
-        print("{}\t{}\t{:.3f}".format(i, clf.labels[int(k)], float(scores[i, int(k)])))
+        print("{}\t{}\t{:.3f}".format(files[i] if files is not None else i, clf.labels[int(k)], float(scores[i, int(k)])))
     summary = "{} samples in {:.3f} s ({})".format(len(pred), seconds, clf.runtime)
     if accuracy is not None:
         summary += ", accuracy {:.4f}".format(accuracy)
@@ -195,5 +291,15 @@ def main(argv=None) -> int:
     return 0
 
 
+def run(argv=None) -> int:
+    """main(), with a runtime's native failure to load NumPy's C API as one clear error instead of a traceback."""
+    try:
+        return main(argv)
+    except SystemError as exc:
+        if not _numpy_abi_failure(exc):
+            raise
+        sys.exit(_numpy2_error(*_loaded_runtime()))
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run())

@@ -87,17 +87,23 @@ def test_empty_dataset(tmp_path, capsys):
     fails(capsys, ["build", "--data", str(tmp_path / "folder"), "--out", str(tmp_path / "run"), *FAST], "holds no images")
 
 
-def test_image_size_mismatch_names_both_files(tmp_path, capsys):
+def test_undecodable_image_names_the_file(tmp_path, capsys):
+    """Images of mixed size and channel count are resized and converted (tests/test_photos.py); a damaged one is an error."""
     root = image_folder(tmp_path / "imgs")
     png(root / "dog" / "odd.png", np.zeros((12, 10), np.uint8))
-    err = fails(capsys, ["build", "--data", str(root), "--out", str(tmp_path / "run"), *FAST], "image size differs", "odd.png", "10x12", "10x10")
-    assert "cat/00.png" in err
+    (root / "dog" / "odd.png").write_bytes((root / "dog" / "odd.png").read_bytes()[:40])  # truncated inside IDAT
+    fails(capsys, ["build", "--data", str(root), "--out", str(tmp_path / "run"), *FAST], "cannot decode image", "odd.png", "--skip-bad-images")
+    (root / "cat" / "00.png").write_bytes(b"not an image at all")
+    fails(capsys, ["build", "--data", str(root), "--out", str(tmp_path / "run"), *FAST], "cannot decode image", "cat/00.png")
 
 
-def test_image_channel_mismatch(tmp_path, capsys):
-    root = image_folder(tmp_path / "imgs")
-    png(root / "dog" / "colour.png", np.zeros((10, 10, 3), np.uint8))
-    fails(capsys, ["build", "--data", str(root), "--out", str(tmp_path / "run"), *FAST], "channel count differs", "colour.png", "RGB", "grey")
+@pytest.mark.parametrize("args, words", [
+    (["--image-size", "0"], ["--image-size must be N or WxH", "'0'", "4..1024"]),
+    (["--image-size", "32x"], ["--image-size must be N or WxH", "'32x'"]),
+    (["--channels", "3"], ["prepare image files", "built-in dataset 'digits'"]),
+])
+def test_bad_image_options(tmp_path, capsys, args, words):
+    fails(capsys, ["build", "--out", str(tmp_path / "run"), *args, *FAST], *words)
 
 
 def test_data_that_does_not_fit_the_teacher(tmp_path, capsys):

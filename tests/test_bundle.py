@@ -93,7 +93,8 @@ def test_layout_manifests_and_checksums(bundled, digits):
     assert from_jsonable(BundleResult, json.loads(json.dumps(to_jsonable(result)))) == result
     assert result.accuracy == digits["facts"].accuracy and result.source_sha256 == sha256_file(bundled["src"])
     expected = {
-        "raspberry-pi": {"model.tflite", "labels.txt", "preprocess.json", "infer.py", "requirements.txt", "README.md", "manifest.json"},
+        "raspberry-pi": {"model.tflite", "labels.txt", "preprocess.json", "infer.py", "imageprep.py", "requirements.txt", "README.md",
+                         "manifest.json"},
         "android": {"model.tflite", "labels.txt", "README.md", "manifest.json"},
     }
     sums = {}
@@ -143,7 +144,7 @@ def test_infer_verify_detects_tampering(bundled, tmp_path):
         zf.extractall(tmp_path)
     folder = tmp_path / "raspberry-pi"
     ok = _infer(sys.executable, folder, "--verify")
-    assert ok.returncode == 0 and ok.stdout.count("OK") == 6, ok.stdout
+    assert ok.returncode == 0 and ok.stdout.count("OK") == 7, ok.stdout
     (folder / "labels.txt").write_text("tampered\n")
     bad = _infer(sys.executable, folder, "--verify")
     assert bad.returncode == 1 and "MODIFIED  labels.txt" in bad.stdout

@@ -190,6 +190,30 @@ def test_ssh_failures_are_bench_errors(sshd, model):
     assert "ssh-copy-id" in info.value.hint
 
 
+def test_ssh_build_benches_the_shipped_file_on_the_device_with_the_profiles_threads(sshd, tmp_path):
+    """A board with more cores than this host is timed with the profile's threads, never the host's core count; only
+    the file that ships runs on the device, the other variants and the teacher on this host, each labelled."""
+    from importlib import resources
+
+    threads = (os.cpu_count() or 1) + 2
+    profile = tmp_path / "big-board.toml"
+    text = (resources.files("edge_distill.profiles") / "rpi4.toml").read_text().replace('name = "rpi4"', 'name = "big-board"')
+    profile.write_text(text.replace("\nthreads = 4\n", f"\nthreads = {threads}\n"))
+    out = tmp_path / "run"
+    assert cli_main(["build", "--profile", str(profile), "--runner", sshd["spec"], "--out", str(out), "--teacher-epochs", "1",
+                     "--student-epochs", "2", "--max-int8-drop", "100", "--bench-warmup", "1", "--bench-runs", "5", "--quiet"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    shipped = report["conversion"]["files"]
+    ships = next(f["path"] for f in shipped if f["variant"] == (report["ledger"]["gated_variant"] or "tflite_int8"))
+    by_model = {Path(b["model"]).name: b for b in report["bench"]["results"]}
+    device = [b for b in report["bench"]["results"] if b["runner"] == sshd["spec"]]
+    assert [Path(b["model"]).name for b in device] == [Path(ships).name]
+    assert device[0]["threads"] == threads and "over ssh" in device[0]["where"]
+    local = [b for name, b in by_model.items() if b["runner"] == "local"]
+    assert len(local) >= 3 and all(b["threads"] == min(threads, os.cpu_count() or 1) for b in local)
+    assert report["fidelity"]["passed"]
+
+
 # ---- adb -----------------------------------------------------------------------------------------
 
 def test_adb_without_adb_says_no_device(model, monkeypatch, tmp_path):

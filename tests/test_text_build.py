@@ -70,6 +70,9 @@ def test_text_build_end_to_end_with_a_local_hf_teacher(glosses, tmp_path):
     rows = {r["variant"]: r for r in report["ledger"]["rows"]}
     assert {"teacher_torch_fp32", "torch_fp32", "onnx_fp32", "tflite_fp32", "tflite_int8"} <= set(rows)
     assert rows["tflite_int8"]["precision"] == "int8 weights and int8 activations (int32 biases); int32 input, int8 output"
+    # The classical baseline on the same splits, beside the teacher (a user must see when TF-IDF is as good).
+    assert rows["tfidf_logreg"]["runtime"] == "scikit-learn" and 0.25 < rows["tfidf_logreg"]["accuracy"] <= 1.0
+    assert "TF-IDF + logistic regression" in (out / "report.md").read_text()
     # The KD student started from the teacher's vectors for its vocabulary words (the tiny BERT is 32 wide).
     (vectors,) = (out / "teacher").glob("word_vectors-*.npy")
     assert np.load(vectors).shape == (report["sizing"]["chosen"]["vocab"] - 2, 32)
@@ -87,6 +90,7 @@ def test_text_build_end_to_end_with_a_local_hf_teacher(glosses, tmp_path):
     for target in ("raspberry-pi", "android"):
         readme = (out / "bundle" / target / "README.md").read_text()
         assert "tokenizer.json" in readme and "pixel" not in readme.lower() and "{{" not in readme
+        assert readme.startswith("# glosses-android-midrange: ")  # the data file's stem, not its path
     assert "fun ids(text: String)" in (out / "bundle" / "android" / "README.md").read_text()
 
     # The bundle's own infer.py classifies raw texts on a device-like path (tokenizer.py + LiteRT) to the ledger's accuracy.

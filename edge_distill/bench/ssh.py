@@ -125,7 +125,7 @@ class SshRunner(Runner):
                              f"(exit code {proc.returncode}):\n{err}",
                              "Check that `ssh " + self.target.label() + "` logs in without a password prompt "
                              "(ssh-copy-id), and that the device has python3 with numpy and ai-edge-litert "
-                             "(or tflite-runtime).")
+                             "(or tflite-runtime with \"numpy<2\").")
 
     # ---- Runner -------------------------------------------------------------------------------------
     def run_agent(self, agent: Path, model: Path, options: AgentOptions, eval_npz: Path | None,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -10,7 +11,7 @@ from ..errors import DataError
 from .builtin import DATASETS
 from .spec import DataSpec, Splits
 from .splits import balanced_subset, stratified_split
-from .user import is_user_data, load_user_data
+from .user import check_array_options, is_user_data, load_test_data, load_user_data
 
 SPLIT_FRACTIONS = {"train": 0.7, "val": 0.1, "test": 0.2}
 
@@ -28,13 +29,25 @@ class DataResult:
     tokenizer_path: str = ""
 
 
-def prepare(name: str, seed: int, calib_count: int) -> tuple[DataSpec, Splits]:
+def prepare(name: str, seed: int, calib_count: int, image_size: tuple[int, int] | None = None, channels: int | None = None,
+            skip_bad_images: bool = False, test_data: str | None = None) -> tuple[DataSpec, Splits]:
     """Load a dataset, split it, normalize with training-split statistics, pick calibration samples.
 
-    A dataset with an official test set keeps it as the test split and carves validation out of its
-    training set; otherwise a seeded stratified split makes all three.
+    A dataset with an official test set — or a separate ``test_data`` (folder or .npz), which replaces it —
+    keeps it as the test split and carves validation out of its training set; otherwise a seeded stratified
+    split makes all three.  ``image_size`` (height, width), ``channels`` and ``skip_bad_images`` shape how a
+    folder's image files are read (export/imageprep.py).
     """
-    raw = load_user_data(name) if is_user_data(name) else DATASETS.get(name)()
+    if is_user_data(name):
+        raw = load_user_data(name, image_size, channels, skip_bad_images)
+    else:
+        loader = DATASETS.get(name)  # an unknown name lists the known ones first
+        check_array_options(f"the built-in dataset {name!r}", image_size, channels)
+        raw = loader()
+    if test_data:
+        test = load_test_data(test_data, raw, skip_bad_images)
+        raw = dataclasses.replace(raw, test_images=test.images, test_labels=test.labels, resize=raw.resize or test.resize,
+                                  skipped=raw.skipped + test.skipped, source=f"{raw.source}; test split: {test.source}")
     check_raw(raw.images, raw.labels, len(raw.class_names), name)
     if raw.test_images is not None:
         check_raw(raw.test_images, raw.test_labels, len(raw.class_names), f"{name} (test set)")
@@ -60,6 +73,8 @@ def prepare(name: str, seed: int, calib_count: int) -> tuple[DataSpec, Splits]:
         mean=mean,
         std=std,
         source=raw.source,
+        resize=raw.resize,
+        skipped_images=raw.skipped,
     )
     splits = Splits(
         x_train=x[idx["train"]], y_train=labels[idx["train"]],

@@ -26,6 +26,10 @@ class RawDataset:
     # The dataset's own held-out test set, when it has one: used as the test split as is, never for training.
     test_images: np.ndarray | None = None
     test_labels: np.ndarray | None = None
+    # Image files (a user's folder): how they were brought to one size (export/imageprep.py's policy name),
+    # and the undecodable files --skip-bad-images left out.  Arrays (npz, built-in sets) are used as given.
+    resize: str = ""
+    skipped: tuple[str, ...] = ()
 
 
 DATASETS: Registry[Callable[[], RawDataset]] = Registry("dataset")

@@ -29,6 +29,11 @@ class DataSpec:
     # Text: token ids 0..vocab_size-1 of the data stage's tokenizer ([PAD] = 0, [UNK] = 1); pixel_scale,
     # mean and std are then 1, 0, 1 (ids are not normalized).
     vocab_size: int = 0
+    # Images read from files (a user's folder, --test-data): how export/imageprep.py resized them to
+    # input_shape (its policy name, e.g. "cover-center-crop"); "" when the images came as arrays of that size.
+    # The bundle's infer.py prepares image files the same way.
+    resize: str = ""
+    skipped_images: tuple[str, ...] = ()  # undecodable files left out by --skip-bad-images
 
     @property
     def background(self) -> float:

@@ -3,8 +3,14 @@
 Two layouts are accepted:
 - ``data.npz`` with ``x`` (images) and ``y`` (integer labels 0..K-1), optionally ``class_names``.
   ``x`` may be (N, H, W), (N, C, H, W) or (N, H, W, C) with C = 1 or 3; uint8 (0..255) or float.
-- a folder with one sub-folder per class (sorted names = class order) of 8-bit PNG / PGM / PPM images,
-  all the same size and channel count.
+- a folder with one sub-folder per class (sorted names = class order) of image files (JPEG, PNG, WebP,
+  BMP, PGM/PPM) of any size and mode, decoded and resized by ``edge_distill.export.imageprep`` — the
+  same module the Raspberry Pi bundle's ``infer.py`` uses, so build and device prepare a photo alike.
+  Size: ``--image-size`` or the folder's median (at most 64 px on the long side); channels: ``--channels``
+  or 3 when any image is colour, else 1.
+
+A separate test set (``--test-data``, either layout) must name the same classes; its images are brought to
+the training data's size, channels and pixel scale.
 
 Every check happens here, before anything is trained, and fails with a ``DataError`` that names the
 offending file, shape or label and says what is accepted.
@@ -12,22 +18,26 @@ offending file, shape or label and says what is accepted.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
+from ..console import get_console
 from ..errors import DataError
+from ..export import imageprep
+from ..export.imageprep import IMAGE_SUFFIXES, ImageError
 from .builtin import DATASETS, RawDataset
-from .images import IMAGE_SUFFIXES, read_image
 
 # Each class is split 70/10/20 into train/val/test; below this many samples a class can leave a split empty.
 MIN_PER_CLASS = 10
 _LAYOUT_HINT = (
     "Give --data a .npz file with x (N,H,W | N,C,H,W | N,H,W,C; C = 1 or 3) and y (labels 0..K-1), "
-    "or a folder with one sub-folder of PNG/PGM/PPM images per class."
+    "or a folder with one sub-folder of images (JPEG, PNG, WebP, BMP, PGM/PPM) per class."
 )
+_SKIP_HINT = "Re-save or delete the file, or pass --skip-bad-images to leave undecodable files out (they are counted and listed in the report)."
 
 
 def is_user_data(name: str) -> bool:
@@ -46,13 +56,25 @@ def fingerprint(name: str) -> str:
     return digest.hexdigest()[:16] if files else f"missing:{name}"
 
 
-def load_user_data(name: str) -> RawDataset:
+def load_user_data(name: str, size: tuple[int, int] | None = None, channels: int | None = None, skip_bad: bool = False) -> RawDataset:
+    """``size`` (height, width) and ``channels`` (1 or 3) choose how image files are prepared; None: from the folder."""
     path = Path(name)
     if not path.exists():
         raise DataError(f"Dataset path {path} does not exist.", _LAYOUT_HINT + " Built-in names work too (e.g. digits).")
-    raw = load_npz(path) if path.is_file() else load_folder(path)
+    if path.is_file():
+        check_array_options(str(path), size, channels)
+        raw = load_npz(path)
+    else:
+        raw = load_folder(path, size, channels, skip_bad)
     check_class_sizes(raw.labels, raw.class_names, str(path))
     return raw
+
+
+def check_array_options(origin: str, size: tuple[int, int] | None, channels: int | None) -> None:
+    """--image-size / --channels prepare image files; arrays are used at their own size."""
+    if size is not None or channels is not None:
+        raise DataError(f"--image-size and --channels prepare image files, but {origin} holds arrays, used as they are.",
+                        "Leave them out, or resize the arrays before saving them, or give a folder of image files.")
 
 
 def load_npz(path: Path) -> RawDataset:
@@ -128,37 +150,118 @@ def check_class_sizes(labels: np.ndarray, names: tuple[str, ...], origin: str) -
         listing = ", ".join(f"{n!r}: {c}" for n, c in small[:5])
         raise DataError(
             f"Dataset {origin}: {len(small)} class(es) have fewer than {MIN_PER_CLASS} images ({listing}).",
-            "Every class is split 70/10/20 into train/val/test, so each needs at least "
+            "Every class is split 70/10/20 into train/val/test (90/10 train/val with --test-data), so each needs at least "
             f"{MIN_PER_CLASS} images; add images or drop the class.",
         )
 
 
-def load_folder(root: Path) -> RawDataset:
+def load_folder(root: Path, size: tuple[int, int] | None = None, channels: int | None = None, skip_bad: bool = False,
+                class_names: tuple[str, ...] | None = None) -> RawDataset:
+    """Every image file of every class sub-folder, prepared by imageprep to one size and channel count.
+
+    ``class_names``: the classes a test folder must have (its sub-folders are matched by name).
+    """
     classes = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not classes:
         raise DataError(f"Dataset folder {root} has no class sub-folders.", _LAYOUT_HINT)
-    images, labels, first = [], [], None
-    for label, folder in enumerate(classes):
-        files = sorted(f for f in folder.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
-        for f in files:
-            img = read_image(f)
-            if first is None:
-                first = (f, img.shape)
-            elif img.shape != first[1]:
-                what = "channel count" if img.shape[:2] == first[1][:2] else "size"
-                raise DataError(
-                    f"Dataset folder {root}: image {what} differs: {f} is {_describe(img.shape)} but {first[0]} is {_describe(first[1])}.",
-                    "All images must have the same height, width and channels (grey or RGB); resize or convert them first.",
-                )
-            images.append(img)
-            labels.append(label)
-    if not images:
-        raise DataError(f"Dataset folder {root} holds no images (looked for {', '.join(IMAGE_SUFFIXES)} in {len(classes)} class folders).", _LAYOUT_HINT)
-    x = np.stack(images).transpose(0, 3, 1, 2).astype(np.float32)
     names = tuple(c.name for c in classes)
-    return RawDataset(x, np.array(labels, np.int64), names, 255.0, f"user folder {root} ({len(images)} images, {len(names)} classes)")
+    if class_names is not None:
+        check_same_classes(str(root), names, class_names)
+        classes = [root / n for n in class_names]  # the training data's class order
+        names = class_names
+    files = [(label, f) for label, folder in enumerate(classes)
+             for f in sorted(folder.iterdir()) if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES]
+    if not files:
+        raise DataError(f"Dataset folder {root} holds no images (looked for {', '.join(IMAGE_SUFFIXES)} in {len(classes)} class folders).", _LAYOUT_HINT)
+    skipped: list[Path] = []
+
+    def bad(f: Path, exc: ImageError) -> None:
+        if not skip_bad:
+            raise DataError(f"Dataset folder {root}: {exc}.", _SKIP_HINT)
+        skipped.append(f)
+
+    sizes: list[tuple[int, int]] = []
+    colour = False
+    if size is None or channels is None:  # headers only: the default size and channel count
+        for _, f in files:
+            try:
+                h, w, c = imageprep.probe(f)
+            except ImageError as exc:
+                bad(f, exc)
+                continue
+            sizes.append((h, w))
+            colour |= c
+        if not sizes:
+            raise DataError(f"Dataset folder {root}: none of its {len(files)} image files can be decoded.", _SKIP_HINT)
+    size = size or imageprep.default_size(sizes)
+    channels = channels or (3 if colour else 1)
+    images, labels = [], []
+    for label, f in files:
+        if f in skipped:
+            continue
+        try:
+            images.append(imageprep.load_image(f, size, channels))
+        except ImageError as exc:
+            bad(f, exc)
+            continue
+        labels.append(label)
+    if not images:
+        raise DataError(f"Dataset folder {root}: none of its {len(files)} image files can be decoded.", _SKIP_HINT)
+    if skipped:
+        listing = ", ".join(str(f.relative_to(root)) for f in skipped[:5]) + (", ..." if len(skipped) > 5 else "")
+        get_console().warn(f"Skipped {len(skipped)} undecodable image file(s) in {root} (--skip-bad-images): {listing}")
+    x = np.stack(images).transpose(0, 3, 1, 2).astype(np.float32)
+    spread = ""
+    if sizes:
+        lo, hi = min(sizes, key=lambda s: s[0] * s[1]), max(sizes, key=lambda s: s[0] * s[1])
+        spread = f"from {imageprep.format_size(lo)}" + (f"..{imageprep.format_size(hi)}" if hi != lo else "") + " "
+    source = (f"user folder {root} ({len(images)} images, {len(names)} classes, {spread}to {imageprep.format_size(size)} "
+              f"{'grey' if channels == 1 else 'RGB'}, {imageprep.RESIZE_POLICY}"
+              + (f"; {len(skipped)} undecodable file(s) skipped" if skipped else "") + ")")
+    return RawDataset(x, np.array(labels, np.int64), names, 255.0, source, resize=imageprep.RESIZE_POLICY,
+                      skipped=tuple(str(f) for f in skipped))
 
 
-def _describe(shape: tuple[int, ...]) -> str:
-    h, w, c = shape
-    return f"{w}x{h} {'grey' if c == 1 else 'RGB'}"
+def check_same_classes(origin: str, found: tuple[str, ...], expected: tuple[str, ...]) -> None:
+    extra = [n for n in found if n not in expected]
+    missing = [n for n in expected if n not in found]
+    if extra or missing:
+        parts = ([f"classes the training data lacks: {', '.join(map(repr, extra[:8]))}"] if extra else []) + \
+                ([f"no {', '.join(map(repr, missing[:8]))} (which the training data has)"] if missing else [])
+        raise DataError(f"Test data {origin} does not have the training data's classes: it has {'; and '.join(parts)}.",
+                        f"Give the test data exactly the training classes ({', '.join(map(repr, expected[:12]))}"
+                        f"{', ...' if len(expected) > 12 else ''}), named the same way.")
+
+
+def load_test_data(name: str, train: RawDataset, skip_bad: bool = False) -> RawDataset:
+    """A separate test set, brought to the training data's classes, (C, H, W) and pixel scale.
+
+    Returns a RawDataset whose ``images``/``labels`` are the test images; prepare() uses them as the test split.
+    """
+    path = Path(name)
+    if not path.exists():
+        raise DataError(f"Test data path {path} does not exist.", "Give --test-data an image folder (one sub-folder per class) or a .npz file.")
+    c, h, w = (int(d) for d in train.images.shape[1:])
+    if path.is_dir():
+        test = load_folder(path, (h, w), c, skip_bad, class_names=train.class_names)
+        # Files are 0..255; a model trained on another raw scale (digits: 0..16) sees them as the device does.
+        images = imageprep.to_raw(test.images, train.pixel_scale)
+        return dataclasses.replace(test, images=images, pixel_scale=train.pixel_scale,
+                                   source=test.source.replace("user folder", "test folder", 1))
+    test = load_npz(path)
+    labels = test.labels
+    with np.load(path, allow_pickle=False) as npz:
+        named = "class_names" in npz.files
+    if named:
+        check_same_classes(str(path), test.class_names, train.class_names)
+        labels = np.array([train.class_names.index(test.class_names[i]) for i in labels], np.int64)
+    else:
+        check_labels(labels, len(train.class_names), str(path))
+    if tuple(test.images.shape[1:]) != (c, h, w):
+        raise DataError(f"Test data {path} has images of shape {tuple(test.images.shape[1:])} (C, H, W); the training data's are {(c, h, w)}.",
+                        "Give test images of the training data's size and channel count, or a folder of image files (resized for you).")
+    images = test.images
+    if test.pixel_scale != train.pixel_scale:
+        images = (images * np.float32(train.pixel_scale / test.pixel_scale)).astype(np.float32)
+    return dataclasses.replace(test, images=images, labels=labels, class_names=train.class_names, pixel_scale=train.pixel_scale,
+                               source=f"test file {path} ({len(labels)} images)")

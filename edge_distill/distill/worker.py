@@ -42,13 +42,16 @@ class ModelRecipe:
     student: StudentConfig | None = None
     trust_pickle: bool = False  # the parent already vetted the file; followers only repeat its decision
     teacher_arch: str = "cnn"  # the built-in teacher's architecture
+    teacher_input: str = ""  # "teacher_file": its input contract (teacher_input.parse_teacher_input); empty = the build's
 
     def build(self, run: RunDir) -> nn.Module:
         from ..models.students import build_student
         from ..models.teacher import builtin_teacher, load_teacher_file
 
         if self.kind == "teacher_file":
-            return load_teacher_file(run.path(self.path), self.spec, self.trust_pickle)
+            from ..models.teacher_input import parse_teacher_input
+
+            return load_teacher_file(run.path(self.path), self.spec, self.trust_pickle, parse_teacher_input(self.teacher_input))
         model = build_student(self.student, self.spec) if self.kind == "student" else builtin_teacher(self.spec, self.teacher_arch)
         model.load_state_dict(torch.load(run.path(self.path), map_location="cpu", weights_only=True))
         return model

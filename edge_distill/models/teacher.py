@@ -5,6 +5,7 @@ Accepted teacher sources (``--teacher``):
 - a TorchScript file (``torch.jit.save``) or a ``torch.export`` program (``.pt2``).  Neither format
   unpickles arbitrary Python objects, which is why a plain pickled ``nn.Module`` is refused unless the
   user passes ``--trust-pickle``.
+A teacher file reads the input it was trained on: ``teacher_input.py`` adapts the build's input to it.
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ import torch
 from torch import nn
 
 from ..data.spec import DataSpec
-from ..errors import TeacherError
+from ..errors import ConfigError, TeacherError
 from .cnn import ConvClassifier
+from .teacher_input import TeacherInput
 
 
 # The built-in teacher architectures (``--teacher-arch``).  ``cnn`` is sized for tiny inputs such as the 8x8
@@ -96,14 +98,15 @@ def averaged_teacher(members: list[nn.Module], flip_average: bool, width: int) -
     return FlipAveraged(model, width) if flip_average else model
 
 
-def load_teacher_file(path: Path, spec: DataSpec, trust_pickle: bool = False) -> nn.Module:
-    """Load a teacher file and check that it maps one input of ``spec.input_shape`` to ``num_classes`` logits."""
+def load_teacher_file(path: Path, spec: DataSpec, trust_pickle: bool = False, contract: TeacherInput | None = None) -> nn.Module:
+    """Load a teacher file behind the adapter for its input ``contract`` (default: the build's normalized NCHW input)
+    and check that it maps one input of ``spec.input_shape`` to ``num_classes`` logits."""
     if not path.exists():
         raise TeacherError(
             f"Teacher file {path} does not exist.",
             "Pass --teacher auto to train the built-in teacher, or the path of a TorchScript (.pt) or torch.export (.pt2) file.",
         )
-    model = _load(path, trust_pickle)
+    model = adapt_teacher(_load(path, trust_pickle), contract or TeacherInput(), spec.pixel_scale, spec.mean, spec.std)
     check_teacher(model, spec, str(path))
     return model
 
@@ -149,7 +152,8 @@ def check_teacher(model: nn.Module, spec: DataSpec, origin: str) -> None:
     except Exception as exc:
         raise TeacherError(
             f"Teacher {origin} fails on an input of shape (batch, {', '.join(map(str, spec.input_shape))}): {exc}".split("\n")[0],
-            f"The teacher must take normalized NCHW float32 images of shape {spec.input_shape} for dataset {spec.name!r}.",
+            f"The teacher must take float32 images of shape {spec.input_shape} (NCHW) for dataset {spec.name!r}; a teacher that "
+            "takes NHWC says so with --teacher-input (e.g. unit,nhwc).",
         ) from None
     if not isinstance(out, torch.Tensor) or tuple(out.shape) != (2, spec.num_classes):
         shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
@@ -157,3 +161,69 @@ def check_teacher(model: nn.Module, spec: DataSpec, origin: str) -> None:
             f"Teacher {origin} returns {shape} for a batch of 2; expected logits of shape (2, {spec.num_classes}).",
             f"Dataset {spec.name!r} has {spec.num_classes} classes; the teacher must output one logit per class.",
         )
+
+
+def adapt_teacher(model: nn.Module, contract: TeacherInput, pixel_scale: float, mean: float, std: float) -> nn.Module:
+    """``model`` behind an ``InputAdapter``: the build's normalized NCHW input in, the teacher's logits out."""
+    if contract == TeacherInput():
+        return model  # the build's own input: nothing to convert, and the graph stays what it was
+    adapter = InputAdapter(model, contract, pixel_scale, mean, std)
+    # A TorchScript teacher inside a plain module cannot be traced for ONNX export; scripted whole, it can.
+    return torch.jit.script(adapter) if isinstance(model, torch.jit.ScriptModule) else adapter
+
+
+class InputAdapter(nn.Module):
+    """Undoes the build's normalization, applies the teacher's own, then its layout: one multiply-add per channel.
+
+    The teacher's ``features`` (for FitNets / attention KD) are found through ``self.model`` like any wrapper's.
+    """
+
+    def __init__(self, model: nn.Module, contract: TeacherInput, pixel_scale: float, mean: float, std: float) -> None:
+        super().__init__()
+        self.model = model
+        self.nhwc = contract.layout == "nhwc"
+        # x_build = (p / pixel_scale - mean) / std, so unit = x_build * std + mean; the teacher reads a * unit + b.
+        if contract.scale == "normalized":
+            a, b = [1.0 / std], [-mean / std]
+        elif contract.scale == "unit":
+            a, b = [1.0], [0.0]
+        elif contract.scale == "raw":
+            a, b = [pixel_scale], [0.0]
+        else:
+            n = max(len(contract.mean), len(contract.std))
+            means = contract.mean * n if len(contract.mean) == 1 else contract.mean
+            stds = contract.std * n if len(contract.std) == 1 else contract.std
+            if len(means) != len(stds):
+                raise ConfigError(f"Teacher input mean {contract.mean} and std {contract.std} have different lengths.",
+                                  "Give one value, or one per channel for both.")
+            a, b = [1.0 / s for s in stds], [-m / s for m, s in zip(means, stds)]
+        self.register_buffer("gain", torch.tensor([ai * std for ai in a], dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
+        self.register_buffer("offset", torch.tensor([ai * mean + bi for ai, bi in zip(a, b)], dtype=torch.float32).view(1, -1, 1, 1),
+                             persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x * self.gain + self.offset
+        if self.nhwc:
+            x = x.permute(0, 2, 3, 1)
+        return self.model(x)
+
+
+def score_input_contracts(path: Path, spec: DataSpec, trust_pickle: bool, contracts: list[TeacherInput], x, y) -> list[tuple[float | None, str]]:
+    """The teacher file's accuracy on ``(x, y)`` (the build's normalized NCHW input) under each contract; a contract it
+    cannot run on (an NHWC reading of an NCHW model, say) gives ``(None, the error's first line)``."""
+    model = _load(path, trust_pickle)
+    results = []
+    for contract in contracts:
+        adapted = adapt_teacher(model, contract, spec.pixel_scale, spec.mean, spec.std)
+        try:
+            correct = 0
+            with torch.no_grad():
+                for i in range(0, len(x), 256):
+                    out = adapted(torch.from_numpy(x[i : i + 256]))
+                    if tuple(out.shape) != (len(x[i : i + 256]), spec.num_classes):
+                        raise ValueError(f"returns shape {tuple(out.shape)}")
+                    correct += int((out.argmax(1).numpy() == y[i : i + 256]).sum())
+            results.append((round(correct / max(len(y), 1), 6), ""))
+        except Exception as exc:  # any shape/dtype failure of a foreign model on this reading of the input
+            results.append((None, str(exc).split("\n")[0][:200]))
+    return results

@@ -303,7 +303,7 @@ def _cfg_name(cfg: dict[str, Any]) -> str:
     return f"{cfg.get('family', '?')}(w={cfg.get('width', '?')}, d={cfg.get('depth', '?')}{extra})"
 
 
-@section("ledger", "INT8 ledger: every model on the same test samples", "ledger")
+@section("ledger", "INT8 ledger: every model on the same test samples", "ledger", "student_choice")
 def _ledger(r: Report) -> str | None:
     rows = [row for row in get(r, "ledger.rows", []) or [] if isinstance(row, dict)]
     if not rows:
@@ -318,6 +318,7 @@ def _ledger(r: Report) -> str | None:
     if _num(drop):
         gate = (f'<p class="{"pass" if ok else "fail"}">Quality gate: the full-INT8 file lost <b>{drop:.2f}</b> accuracy points '
                 f'against the fp32 student (allowed {num(allowed)}): <b>{"passed" if ok else "FAILED"}</b>.</p>')
+    gate += _versus_nokd(r)
     checks = [c for c in get(r, "conversion.checks", []) or [] if isinstance(c, dict)]
     hops = ""
     if checks:
@@ -329,6 +330,31 @@ def _ledger(r: Report) -> str | None:
     n = get(r, "ledger.n_test", "?")
     return (gate + tbl + where(f"host (this build machine): each model run in the runtime named in its row on the same {e(n)} held-out "
                                "test samples; conversion checks on held-out validation samples.") + hops)
+
+
+def _versus_nokd(r: Report) -> str:
+    """Which student ships (decided on validation) and what the shipped file scores against the no-KD student."""
+    note, vs = get(r, "student_choice.note"), get(r, "ledger.nokd_drop_points")
+    out = f'<p class="{"fail" if get(r, "student_choice.shipped") == "nokd" else "pass"}">Student choice: {e(note)}.</p>' if note else ""
+    if _num(vs):
+        verdict = "gains" if vs <= 0 else "loses"
+        out += (f"<p>The shipped file {verdict} <b>{abs(vs):.2f}</b> points against the student trained without the teacher "
+                "(no KD, fp32) on the test split.</p>")
+    return out
+
+
+def _teacher_input(r: Report) -> str:
+    """A teacher file's input contract and its validation accuracy under each scaling the build tried."""
+    desc = get(r, "teacher.input_description")
+    if not desc:
+        return ""
+    out = f"<p>Teacher input: {e(desc)} ({e(get(r, 'teacher.input_source', ''))}).</p>"
+    cands = [c for c in get(r, "teacher.input_candidates", []) or [] if isinstance(c, dict)]
+    if cands:
+        out += table(["input given to the teacher", "--teacher-input", "validation accuracy"],
+                     [[c.get("description"), c.get("contract"), pct(c.get("val_accuracy")) if _num(c.get("val_accuracy")) else "fails"]
+                      for c in cands])
+    return out
 
 
 @section("training", "Training curves", "teacher", "students")
@@ -351,7 +377,7 @@ def _training(r: Report) -> str | None:
     opts = get(r, "options", {}) or {}
     kd = f"KD: {e(opts.get('kd_loss'))} loss, T={e(opts.get('temperature'))}, α={e(opts.get('alpha'))}. " if opts else ""
     return (chart + where(f"host training on the validation split (model kept from the best epoch). {kd}")
-            + table(["model", "params", "val accuracy", "test accuracy", "best epoch", "training s"], rows))
+            + table(["model", "params", "val accuracy", "test accuracy", "best epoch", "training s"], rows) + _teacher_input(r))
 
 
 @section("stages", "Stage times", "stage_times")

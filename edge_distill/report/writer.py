@@ -20,7 +20,7 @@ from ..serde import to_jsonable
 
 
 def write_report(run: RunDir, *, options, profile, data, teacher, sizing, baseline, student, conversion, verified, bench, times, total_seconds,
-                 fidelity=None, bundle=None) -> dict[str, Any]:
+                 fidelity=None, bundle=None, choice=None) -> dict[str, Any]:
     from ..pipeline import tool_versions
 
     report = {
@@ -33,6 +33,7 @@ def write_report(run: RunDir, *, options, profile, data, teacher, sizing, baseli
         "teacher": to_jsonable(teacher),
         "sizing": to_jsonable(sizing),
         "students": {"baseline": to_jsonable(baseline), "kd": to_jsonable(student)},
+        "student_choice": to_jsonable(choice),  # which student was converted and ships, decided on validation
         "conversion": to_jsonable(conversion),
         "ledger": to_jsonable(verified),
         "bench": to_jsonable(bench),
@@ -242,6 +243,25 @@ def _bundle_md(b: dict[str, Any] | None) -> list[str]:
     ]
 
 
+def _versus_nokd_md(r: dict[str, Any]) -> list[str]:
+    choice, vs = r.get("student_choice") or {}, (r.get("ledger") or {}).get("nokd_drop_points")
+    out = [f"Student choice (validation split): {choice['note']}."] if choice.get("note") else []
+    if vs is not None:
+        out.append(f"The shipped file {'gains' if vs <= 0 else 'loses'} {abs(vs):.2f} points against the no-KD fp32 student on the test split.")
+    return [" ".join(out), ""] if out else []
+
+
+def _teacher_input_md(teacher: dict[str, Any]) -> list[str]:
+    if not teacher.get("input_description"):
+        return []
+    out = [f"Teacher input: {teacher['input_description']} ({teacher.get('input_source', '')}).", ""]
+    cands = teacher.get("input_candidates") or []
+    if cands:
+        out += [_table(["input given to the teacher", "--teacher-input", "validation accuracy"],
+                       [[c["description"], c["contract"], _pct(c["val_accuracy"]) if c["val_accuracy"] is not None else "fails"] for c in cands]), ""]
+    return out
+
+
 def render_markdown(r: dict[str, Any]) -> str:
     p, d, led, bench = r["profile"], r["data"], r["ledger"], r["bench"]
     out = [
@@ -268,6 +288,7 @@ def render_markdown(r: dict[str, Any]) -> str:
             ],
         ),
         "",
+        *_versus_nokd_md(r),
         *_gate_md(r),
         "## Conversion checks (each hop against the one before)",
         "",
@@ -323,6 +344,7 @@ def render_markdown(r: dict[str, Any]) -> str:
             ],
         ),
         "",
+        *_teacher_input_md(r.get("teacher") or {}),
         "## Stage times (this invocation)",
         "",
         _table(
