@@ -396,6 +396,11 @@ def build(options: BuildOptions) -> dict[str, Any]:
     )
     console.info(format_ledger(verified))
     enforce_gate(verified, conversion)
+    from .verify import check_against_nokd
+
+    nokd_warning = check_against_nokd(verified, options.if_kd_loses)
+    if nokd_warning:
+        console.warn(nokd_warning)
 
     from .bench import BenchSuite
 

@@ -7,7 +7,8 @@ conversion changed even where accuracy happens to stay the same.
 
 Before conversion, ``choose_shipped_student`` compares the KD student with its no-KD baseline on the validation
 split: distillation that made the student worse by more than the gate's tolerance ships the baseline (saying so)
-or fails the build (``--if-kd-loses fail``).  The gate then also holds the shipped file to the no-KD student.
+or fails the build (``--if-kd-loses fail``).  On the test split the shipped file is compared with the no-KD student
+too (``check_against_nokd``): a loss there is said in the console and the report, or fails the build under ``fail``.
 
 The gate judges the quantized file the convert stage chose to ship (``ConvertResult.deploy_variant``: full
 INT8 when it passed on the validation split, otherwise the escalation's pick) on the *test* split; when
@@ -114,8 +115,9 @@ def build_ledger(
     shipped_student: str = "kd",
 ) -> VerifyResult:
     """Score every model; the gate passes when ``deploy_variant`` loses at most ``max_int8_drop`` points against
-    ``reference_variant`` (the fp32 student it was converted from) and against ``baseline_variant`` (the no-KD student).
+    ``reference_variant`` (the fp32 student it was converted from).
 
+    ``nokd_drop_points`` says what the shipped file loses against ``baseline_variant``; ``check_against_nokd`` acts on it.
     ``deploy_variant`` defaults to ``int8_variant``; None means the convert stage found no quantized model
     that met the gate, and the ledger fails.
     """
@@ -146,7 +148,7 @@ def build_ledger(
     nokd_drop = None
     if baseline_variant in by_variant and deploy_variant in by_variant:
         nokd_drop = round(100 * (by_variant[baseline_variant].accuracy - by_variant[deploy_variant].accuracy), 4)
-    passed = gated_drop is not None and gated_drop <= max_int8_drop and (nokd_drop is None or nokd_drop <= max_int8_drop)
+    passed = gated_drop is not None and gated_drop <= max_int8_drop
     return VerifyResult(rows, len(y_test), reference_variant, int8_drop, max_int8_drop, passed, deploy_variant, gated_drop, latency_where,
                         nokd_drop, shipped_student)
 
@@ -201,12 +203,6 @@ def enforce_gate(result: VerifyResult, conversion=None) -> None:
             f"INT8 quality gate failed: no quantized model stayed within {result.max_int8_drop:.2f} accuracy points of the "
             f"fp32 student{where} after {len(attempts)} attempt(s); {plain}."
         )
-    elif result.gated_drop_points is not None and result.gated_drop_points <= result.max_int8_drop:
-        headline = (
-            f"Quality gate failed: the shipped {result.gated_variant} file scores {result.nokd_drop_points:.2f} accuracy points "
-            f"below the student trained without the teacher (no KD; allowed: {result.max_int8_drop:.2f}) on {result.n_test} test "
-            "samples: distillation made the deployable model worse."
-        )
     else:
         headline = (
             f"INT8 quality gate failed: the {result.gated_variant} student lost {result.gated_drop_points:.2f} accuracy points "
@@ -247,3 +243,23 @@ def choose_shipped_student(kd_val: float, nokd_val: float, tolerance_points: flo
             "or pass --if-kd-loses ship-baseline to ship the no-KD student instead.",
         )
     return StudentChoice("nokd", kd_val, nokd_val, tolerance_points, policy, f"{what}; the no-KD student ships instead (--if-kd-loses fail stops here)")
+
+
+def check_against_nokd(result: VerifyResult, policy: str) -> str | None:
+    """The shipped file against the no-KD fp32 student on the test split: a warning to show (policy ``ship-baseline``)
+    or a ``QualityGateError`` (policy ``fail``) when it loses more than the gate's tolerance; None when it does not.
+
+    Which student ships was decided on validation (``choose_shipped_student``); re-choosing here would pick the model
+    by its test score.  So a loss that shows only on the test split — often a few samples — is said, never hidden.
+    """
+    lost = result.nokd_drop_points
+    if lost is None or lost <= result.max_int8_drop:
+        return None
+    what = (f"the shipped {result.gated_variant} file scores {lost:.2f} accuracy points below the student trained without the "
+            f"teacher (no KD, fp32) on the {result.n_test} test samples (tolerance {result.max_int8_drop:.2f}; "
+            f"{lost * result.n_test / 100:.0f} samples)")
+    if policy == "fail":
+        raise QualityGateError(f"Quality gate failed: {what}.\n" + format_ledger(result),
+                               "Try another --kd-loss, --temperature or --alpha, or pass --if-kd-loses ship-baseline to ship with a warning.")
+    return (f"{what}. The {result.shipped_student.replace('nokd', 'no-KD').replace('kd', 'KD')} student was chosen on the validation split, "
+            "where distillation stayed within the tolerance; --if-kd-loses fail stops such builds.")

@@ -5,6 +5,7 @@ The teacher here is a small residual CNN trained on the digits of the build's ow
 that must be a clear error naming ``--teacher-input``, never a student distilled from a broken teacher.
 """
 
+import dataclasses
 import json
 
 import numpy as np
@@ -24,7 +25,7 @@ from edge_distill.models.teacher_input import (
     parse_teacher_input,
     vet_teacher_input,
 )
-from edge_distill.verify import Scored, build_ledger, choose_shipped_student
+from edge_distill.verify import Scored, build_ledger, check_against_nokd, choose_shipped_student
 
 FAST = ["--profile", "rpi4", "--teacher-epochs", "1", "--student-epochs", "6", "--bench-warmup", "1", "--bench-runs", "5", "--quiet"]
 
@@ -204,4 +205,11 @@ def test_the_gate_holds_the_shipped_file_to_the_no_kd_student():
               Scored("student (KD)", "torch_fp32", "torch", onehot(wrong), None, 1, "f"),
               Scored("student int8", "tflite_int8", "litert", onehot(wrong), 10, 1, "i")]
     result = build_ledger(scored, y, "torch_fp32", "tflite_int8", 1.0, baseline_variant="nokd_torch_fp32")
-    assert result.gated_drop_points == 0 and result.nokd_drop_points == 5.0 and not result.passed
+    assert result.gated_drop_points == 0 and result.nokd_drop_points == 5.0 and result.passed  # INT8 itself lost nothing
+    warning = check_against_nokd(result, "ship-baseline")  # chosen on validation: said, not re-chosen on the test split
+    assert "5.00 accuracy points below the student trained without the teacher" in warning and "--if-kd-loses fail" in warning
+    with pytest.raises(QualityGateError, match="5.00 accuracy points below"):
+        check_against_nokd(result, "fail")
+    level = build_ledger(scored[:1] + [dataclasses.replace(s, logits=onehot(right)) for s in scored[1:]], y, "torch_fp32", "tflite_int8", 1.0,
+                         baseline_variant="nokd_torch_fp32")
+    assert level.nokd_drop_points == 0 and check_against_nokd(level, "fail") is None

@@ -338,8 +338,9 @@ def _versus_nokd(r: Report) -> str:
     out = f'<p class="{"fail" if get(r, "student_choice.shipped") == "nokd" else "pass"}">Student choice: {e(note)}.</p>' if note else ""
     if _num(vs):
         verdict = "gains" if vs <= 0 else "loses"
-        out += (f"<p>The shipped file {verdict} <b>{abs(vs):.2f}</b> points against the student trained without the teacher "
-                "(no KD, fp32) on the test split.</p>")
+        over = _num(get(r, "ledger.max_int8_drop")) and vs > get(r, "ledger.max_int8_drop")
+        out += (f'<p class="{"fail" if over else "pass"}">The shipped file {verdict} <b>{abs(vs):.2f}</b> points against the student '
+                f'trained without the teacher (no KD, fp32) on the test split{" — more than the tolerance" if over else ""}.</p>')
     return out
 
 

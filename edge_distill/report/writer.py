@@ -247,7 +247,9 @@ def _versus_nokd_md(r: dict[str, Any]) -> list[str]:
     choice, vs = r.get("student_choice") or {}, (r.get("ledger") or {}).get("nokd_drop_points")
     out = [f"Student choice (validation split): {choice['note']}."] if choice.get("note") else []
     if vs is not None:
-        out.append(f"The shipped file {'gains' if vs <= 0 else 'loses'} {abs(vs):.2f} points against the no-KD fp32 student on the test split.")
+        over = vs > (r.get("ledger") or {}).get("max_int8_drop", float("inf"))
+        out.append(f"The shipped file {'gains' if vs <= 0 else 'loses'} {abs(vs):.2f} points against the no-KD fp32 student on the test split"
+                   + (" — **more than the tolerance**." if over else "."))
     return [" ".join(out), ""] if out else []
 
 
