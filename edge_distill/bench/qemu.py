@@ -30,7 +30,6 @@ import os
 import platform
 import re
 import shutil
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -38,7 +37,11 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..errors import BenchError, ConfigError
-from .runners import RUNNERS, AgentOptions, Runner, parse_agent_output, run_command
+from .runners import RUNNERS, AgentOptions, Runner, parse_agent_output, run_command, run_streaming
+
+_SETUP_HINTS = dict(timeout_hint="Check the network, then rerun setup.",
+                    failure_hint="Rerun `edge-distill runner setup qemu-arm64`; a half-built root is never used.",
+                    missing_hint="apt-get install qemu-user-static debootstrap")
 
 DEFAULT_SUITE = "bookworm"  # Debian 12: python3.11, the Python the host toolchain runs
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
@@ -147,35 +150,6 @@ class QemuArm64Runner(Runner):
 
 # ---- setup -------------------------------------------------------------------------------------------
 
-def _run_streaming(cmd: list[str], progress: Callable[[str], None], what: str, timeout_s: float,
-                   env: dict | None = None) -> None:
-    """Run a long setup command, passing its output lines to ``progress`` as they come."""
-    start = time.monotonic()
-    try:
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                stdin=subprocess.DEVNULL, env=env)
-    except FileNotFoundError:
-        raise BenchError(f"{what}: {cmd[0]!r} is not installed.", "apt-get install qemu-user-static debootstrap") from None
-    tail: list[str] = []
-    assert proc.stdout is not None
-    try:
-        for line in proc.stdout:
-            line = line.rstrip()
-            if line:
-                tail = (tail + [line])[-20:]
-                progress(line)
-            if time.monotonic() - start > timeout_s:
-                raise subprocess.TimeoutExpired(cmd, timeout_s)
-        proc.wait(timeout=max(1.0, timeout_s - (time.monotonic() - start)))
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-        raise BenchError(f"{what} did not finish within {timeout_s:g} s.", "Check the network, then rerun setup.") from None
-    if proc.returncode != 0:
-        raise BenchError(f"{what} failed (exit code {proc.returncode}):\n" + "\n".join(tail),
-                         "Rerun `edge-distill runner setup qemu-arm64`; a half-built root is never used.")
-
-
 def _host_version(dist: str) -> str:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -221,8 +195,8 @@ def setup_qemu_arm64(root: Path | None = None, *, suite: str = DEFAULT_SUITE, mi
     t0 = time.monotonic()
 
     progress(f"[1/4] debootstrap (first stage) of Debian {suite} arm64 into {partial} from {mirror}")
-    _run_streaming(["debootstrap", "--arch=arm64", "--foreign", "--variant=minbase", "--include=python3",
-                    suite, str(partial), mirror], lambda line: progress("      " + line), "debootstrap", 1800)
+    run_streaming(["debootstrap", "--arch=arm64", "--foreign", "--variant=minbase", "--include=python3",
+                   suite, str(partial), mirror], lambda line: progress("      " + line), "debootstrap", 1800, **_SETUP_HINTS)
 
     debs = sorted((partial / "var/cache/apt/archives").glob("*.deb"))
     progress(f"[2/4] unpacking {len(debs)} packages with dpkg-deb (no arm64 code runs during setup)")
@@ -244,10 +218,10 @@ def setup_qemu_arm64(root: Path | None = None, *, suite: str = DEFAULT_SUITE, mi
     site = root / "site.partial"
     progress(f"[3/4] aarch64 wheels for Python {py_version}: ai-edge-litert=={litert} numpy=={numpy} (pip, on this host)")
     platforms = [arg for p in WHEEL_PLATFORMS for arg in ("--platform", p)]
-    _run_streaming([sys.executable, "-m", "pip", "install", "--no-warn-conflicts", "--disable-pip-version-check",
-                    "--target", str(site), *platforms, "--only-binary=:all:", "--python-version", py_version,
-                    "--implementation", "cp", f"ai-edge-litert=={litert}", f"numpy=={numpy}"],
-                   lambda line: progress("      " + line), "pip install (aarch64 wheels)", 1800)
+    run_streaming([sys.executable, "-m", "pip", "install", "--no-warn-conflicts", "--disable-pip-version-check",
+                   "--target", str(site), *platforms, "--only-binary=:all:", "--python-version", py_version,
+                   "--implementation", "cp", f"ai-edge-litert=={litert}", f"numpy=={numpy}"],
+                  lambda line: progress("      " + line), "pip install (aarch64 wheels)", 1800, **_SETUP_HINTS)
 
     os.replace(partial, root / "rootfs")
     os.replace(site, root / "site")

@@ -16,10 +16,11 @@ import json
 import signal
 import subprocess
 import sys
+import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from ..errors import BenchError, ConfigError
 from ..registry import Registry
@@ -92,6 +93,35 @@ def run_command(cmd: list[str], label: str, timeout_s: float, what: str, **kwarg
     except FileNotFoundError as exc:
         raise BenchError(f"{what} for {label} failed: {cmd[0]!r} is not installed ({exc.strerror}).",
                          "Install it, or use --runner local.") from None
+
+
+def run_streaming(cmd: list[str], progress: Callable[[str], None], what: str, timeout_s: float, *, env: dict | None = None,
+                  timeout_hint: str = "", failure_hint: str = "", missing_hint: str = "", indent: str = "") -> list[str]:
+    """Run a long setup command (debootstrap, pip, venv), passing its output lines to ``progress`` as they come;
+    returns its last 20 lines.  A timeout, a non-zero exit or a missing program is a ``BenchError`` with its hint."""
+    start = time.monotonic()
+    try:
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, stdin=subprocess.DEVNULL, env=env)
+    except FileNotFoundError:
+        raise BenchError(f"{what}: {cmd[0]!r} is not installed.", missing_hint) from None
+    tail: list[str] = []
+    assert proc.stdout is not None
+    try:
+        for line in proc.stdout:
+            line = line.rstrip()
+            if line:
+                tail = (tail + [line])[-20:]
+                progress(indent + line)
+            if time.monotonic() - start > timeout_s:
+                raise subprocess.TimeoutExpired(cmd, timeout_s)
+        proc.wait(timeout=max(1.0, timeout_s - (time.monotonic() - start)))
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        raise BenchError(f"{what} did not finish within {timeout_s:g} s.", timeout_hint) from None
+    if proc.returncode != 0:
+        raise BenchError(f"{what} failed (exit code {proc.returncode}):\n" + "\n".join(tail), failure_hint)
+    return tail
 
 
 def parse_agent_output(label: str, returncode: int, stdout: str, stderr: str) -> dict[str, Any]:

@@ -34,6 +34,11 @@ from typing import Callable, Iterator
 
 from ..console import get_console
 from ..errors import BenchError, ConfigError
+from .runners import run_streaming
+
+_PIP_HINTS = dict(timeout_hint="Check that the package index is reachable, then try again.",
+                  failure_hint="Check that the package index is reachable and that every requirement has a wheel for this Python "
+                               "and machine; the unfinished venv is never used.")
 
 READY = "ready.json"
 _PROBE = "import json, platform, sys; print(json.dumps([platform.python_version(), platform.machine(), " \
@@ -73,34 +78,6 @@ def _locked(path: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(fh, fcntl.LOCK_UN)
-
-
-def _run_streaming(cmd: list[str], progress: Callable[[str], None], what: str, timeout_s: float) -> list[str]:
-    """Run ``cmd``, passing its output lines to ``progress`` as they come; the last lines, or a ``BenchError``."""
-    start = time.monotonic()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            stdin=subprocess.DEVNULL, env=venv_environ())
-    tail: list[str] = []
-    assert proc.stdout is not None
-    try:
-        for line in proc.stdout:
-            line = line.rstrip()
-            if line:
-                tail = (tail + [line])[-20:]
-                progress("      " + line)
-            if time.monotonic() - start > timeout_s:
-                raise subprocess.TimeoutExpired(cmd, timeout_s)
-        proc.wait(timeout=max(1.0, timeout_s - (time.monotonic() - start)))
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-        raise BenchError(f"{what} did not finish within {timeout_s:g} s.",
-                         "Check that the package index is reachable, then try again.") from None
-    if proc.returncode != 0:
-        raise BenchError(f"{what} failed (exit code {proc.returncode}):\n" + "\n".join(tail),
-                         "Check that the package index is reachable and that every requirement has a wheel "
-                         "for this Python and machine; the unfinished venv is never used.")
-    return tail
 
 
 def _identity(base_python: str) -> tuple[str, str, str]:
@@ -153,10 +130,12 @@ def runtime_venv(requirements: tuple[str, ...], cache_root: Path | str | None = 
         t0 = time.monotonic()
         say(f"[1/3] runtime venv for {' '.join(reqs)}: Python {version} ({base_exe}), in {venv}")
         try:
-            _run_streaming([base, "-m", "venv", str(venv)], say, "Creating the runtime venv", 300)
+            run_streaming([base, "-m", "venv", str(venv)], say, "Creating the runtime venv", 300, env=venv_environ(), indent="      ",
+                          **_PIP_HINTS)
             say(f"[2/3] pip install {' '.join(reqs)}")
-            _run_streaming([str(python), "-m", "pip", "install", "--disable-pip-version-check", "--no-input",
-                            "--progress-bar", "off", *reqs], say, f"pip install {' '.join(reqs)}", timeout_s)
+            run_streaming([str(python), "-m", "pip", "install", "--disable-pip-version-check", "--no-input",
+                           "--progress-bar", "off", *reqs], say, f"pip install {' '.join(reqs)}", timeout_s, env=venv_environ(),
+                          indent="      ", **_PIP_HINTS)
             say("[3/3] recording what was installed")
             listed = subprocess.run([str(python), "-m", "pip", "list", "--format=json", "--disable-pip-version-check"],
                                     capture_output=True, text=True, timeout=120, env=venv_environ())
