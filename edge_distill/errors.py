@@ -74,3 +74,8 @@ class ModelFileError(EdgeDistillError):
 
 class ReportError(EdgeDistillError):
     """A run directory has no readable report to render."""
+
+
+def with_article(noun: str) -> str:
+    """'a dict', 'an OrderedDict': a type's name with its article, for error messages."""
+    return f"{'an' if noun[:1].lower() in 'aeiou' else 'a'} {noun}"

@@ -141,7 +141,9 @@ def load_text_file(name: str, text_field: str = "text", label_field: str = "labe
         names.append(str(label).strip())
     class_names = tuple(sorted(set(names)))
     if len(class_names) < 2:
-        raise DataError(f"{path}: every sample has the label {class_names[0]!r}; classification needs at least 2 classes.", hint)
+        raise DataError(f"{path}: every sample has the label {class_names[0]!r} in field {label_field!r}; classification needs at "
+                        "least 2 classes.", f"Add samples of at least one other class, or point --label-field at the field that "
+                        f"holds the class (fields: {', '.join(map(repr, list(rows[0][1])[:8]))}).")
     index = {n: i for i, n in enumerate(class_names)}
     labels = np.array([index[n] for n in names], np.int64)
     counts = np.bincount(labels, minlength=len(class_names))

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from ..data.spec import DataSpec
-from ..errors import ConfigError, TeacherError
+from ..errors import ConfigError, TeacherError, with_article
 from .cnn import ConvClassifier
 from .teacher_input import TeacherInput
 
@@ -138,7 +138,7 @@ def _load(path: Path, trust_pickle: bool) -> nn.Module:
         raise TeacherError(f"Teacher file {path} could not be unpickled: {exc}".split("\n")[0], "Check the file.") from None
     if not isinstance(model, nn.Module):
         raise TeacherError(
-            f"Teacher file {path} holds a {type(model).__name__}, not a model (a state_dict has no architecture).",
+            f"Teacher file {path} holds {with_article(type(model).__name__)}, not a model (a state_dict has no architecture).",
             "Save the whole model with torch.jit.save or torch.export.save.",
         )
     return model.eval()

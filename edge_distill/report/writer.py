@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..errors import ReportError
+from ..errors import ReportError, with_article
 from ..rundir import RunDir
 from ..serde import to_jsonable
 
@@ -69,7 +69,7 @@ def rerender(run_dir: str | Path) -> list[Path]:
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ReportError(f"{source} is not valid JSON ({exc}).", "Rerun `edge-distill build` with the same options to write it again.") from None
     if not isinstance(report, dict):
-        raise ReportError(f"{source} holds a {type(report).__name__}, not a report object.", "Rerun `edge-distill build` to write it again.")
+        raise ReportError(f"{source} holds {with_article(type(report).__name__)}, not a report object.", "Rerun `edge-distill build` to write it again.")
     run = RunDir(root)
     try:
         names = write_renderings(run, report)
