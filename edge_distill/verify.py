@@ -25,6 +25,7 @@ import numpy as np
 from .errors import QualityGateError
 
 _SAME_AS_INT8 = "<int8_variant>"
+_STUDENT_NAMES = {"kd": "KD", "nokd": "no-KD"}  # VerifyResult.shipped_student, for messages
 
 
 @dataclass(frozen=True)
@@ -261,5 +262,5 @@ def check_against_nokd(result: VerifyResult, policy: str) -> str | None:
     if policy == "fail":
         raise QualityGateError(f"Quality gate failed: {what}.\n" + format_ledger(result),
                                "Try another --kd-loss, --temperature or --alpha, or pass --if-kd-loses ship-baseline to ship with a warning.")
-    return (f"{what}. The {result.shipped_student.replace('nokd', 'no-KD').replace('kd', 'KD')} student was chosen on the validation split, "
+    return (f"{what}. The {_STUDENT_NAMES.get(result.shipped_student, result.shipped_student)} student was chosen on the validation split, "
             "where distillation stayed within the tolerance; --if-kd-loses fail stops such builds.")
