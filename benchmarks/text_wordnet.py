@@ -55,10 +55,11 @@ def seed_runs(run_dir: Path, report: dict, seeds: tuple[int, ...], epochs: int, 
     from edge_distill.distill.views import ViewBank
     from edge_distill.models.students import StudentConfig, build_student
     from edge_distill.models.text import TEXT_STUDENT_REVISION, student_inputs
-    from edge_distill.pipeline import TeacherResult
+    from edge_distill.stages.teacher import TeacherResult
     from edge_distill.rundir import RunDir
     from edge_distill.serde import from_jsonable
-    from edge_distill.text_stages import STUDENT_BATCH, STUDENT_LR, start_from_teacher_embeddings, teacher_hidden_states, teacher_view_bank
+    from edge_distill.tasks.text import STUDENT_BATCH, STUDENT_LR
+    from edge_distill.tasks.text_features import start_from_teacher_embeddings, teacher_hidden_states, teacher_view_bank
 
     data = from_jsonable(DataResult, report["data"])
     config = from_jsonable(StudentConfig, report["sizing"]["chosen"])
@@ -94,7 +95,7 @@ def seed_runs(run_dir: Path, report: dict, seeds: tuple[int, ...], epochs: int, 
 def int8_on_reference_kernels(run_dir: Path, report: dict) -> dict:
     """The build's full-INT8 student scored and timed by the device agent with XNNPACK off (LiteRT's reference kernels)."""
     from edge_distill.bench import bench_model
-    from edge_distill.pipeline import TEXT_TEST_NPZ
+    from edge_distill.tasks.text import TEXT_TEST_NPZ
 
     int8 = next(f for f in report["conversion"]["files"] if f["variant"] == "tflite_int8")
     r = bench_model(run_dir / int8["path"], threads=report["bench"]["threads"], eval_npz=run_dir / TEXT_TEST_NPZ, xnnpack=False)
@@ -115,7 +116,8 @@ def main() -> int:
     args = parser.parse_args()
 
     from edge_distill.data.text import prepare_text
-    from edge_distill.pipeline import BuildOptions, build
+    from edge_distill.options import BuildOptions
+    from edge_distill.pipeline import build
 
     started = time.perf_counter()
     data = prepare_text("wordnet-nouns", seed=0, calib_count=200)

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import __version__
+from .versions import __version__
 from .errors import ConfigError
 from .rundir import RunDir
 
@@ -73,7 +73,7 @@ class ModelFacts:
     """What a bundle needs to know about the model and its data, independent of the pipeline's classes."""
 
     name: str  # e.g. "digits-rpi4"
-    task: str  # "vision" (image classification); other tasks get generic metadata
+    input_format: BundleInput  # what the model reads and how a device prepares it (the task's: tasks/*.py)
     class_names: tuple[str, ...]
     input_shape_nhwc: tuple[int, ...]  # (1, H, W, C)
     pixel_scale: float
@@ -86,20 +86,45 @@ class ModelFacts:
     profile: str
     extra_files: tuple[str, ...] = ()  # e.g. tokenizer files for text models (absolute paths)
     resize: str = ""  # images: how image files are brought to the input size (DataSpec.resize; "": imageprep's default)
+    # The device runtime that judged the model (bench.device_runtimes): its name and version, and the pip lines that
+    # install it; empty: the converter's LiteRT in this process.
+    verified_runtime: str = ""
+    runtime_requirements: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        if self.task == "vision" and len(self.input_shape_nhwc) != 4:
-            raise ConfigError(f"Bundle input shape {self.input_shape_nhwc} is not NHWC.", "Image models take (1, H, W, C).")
+        self.input_format.check(self)
         if any("\n" in n or "\r" in n for n in self.class_names):
             raise ConfigError("A class name contains a line break; labels.txt holds one name per line.",
                               "Rename the class.")
+
+
+class BundleInput:
+    """What a bundle says about the model's input; each task gives one (``tasks/vision.py``, ``tasks/text.py``)."""
+
+    title = ""  # "Image" / "Text", in the Android metadata's description
+    readmes: dict[str, str] = {}  # bundle target → its README template in export/
+
+    def check(self, facts: ModelFacts) -> None:
+        """Refuse facts this input cannot describe."""
+
+    def android_tensor(self, facts: ModelFacts, q: dict[str, Any]):
+        """The input tensor's TFLite metadata (``tflite_metadata.TensorInfo``); ``q`` is its quantization."""
+        raise NotImplementedError
+
+    def preprocess(self, facts: ModelFacts, q_in: dict[str, Any], q_out: dict[str, Any]) -> tuple[dict[str, Any], dict[str, bytes]]:
+        """preprocess.json's contents, and files the Raspberry Pi bundle needs to prepare inputs."""
+        raise NotImplementedError
+
+    def template_values(self, facts: ModelFacts) -> dict[str, Any]:
+        """Placeholders of this input's README and requirements.txt templates."""
+        return {}
 
 
 def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def _template(name: str) -> str:
+def template(name: str) -> str:
     return (importlib.resources.files("edge_distill.export") / name).read_text()
 
 
@@ -124,21 +149,7 @@ def _android_model(model: bytes, facts: ModelFacts, inp: dict, out: dict, labels
 
     labels_file = AssociatedFile("labels.txt", "Class names, one per line; line i names output index i.", "TENSOR_AXIS_LABELS")
     q = _quant(inp)
-    if facts.task == "vision":
-        _, h, w, c = facts.input_shape_nhwc
-        color = "GRAYSCALE" if c == 1 else "RGB"
-        # Training normalized p/pixel_scale with mean/std; in raw pixel units that is (p - mean·s) / (std·s).
-        mean, std = facts.mean * facts.pixel_scale, facts.std * facts.pixel_scale
-        lo, hi = (0.0 - mean) / std, (facts.pixel_scale - mean) / std
-        tensor_in = TensorInfo(
-            "image",
-            f"{color.lower()} image, {w}x{h}, raw pixel values 0..{facts.pixel_scale:g}, NHWC. Normalize as "
-            f"(p - {mean:.6g}) / {std:.6g}, then quantize to {q['dtype']} with scale {q['scale']:.6g} and "
-            f"zero point {q['zero_point']}.",
-            image=(color, w, h), mean=(mean,), std=(std,), value_range=(lo, hi))
-    else:
-        tensor_in = TensorInfo("token_ids", f"{q['shape'][-1]} {q['dtype']} token ids of one text, from tokenizer.json "
-                                            "(padded at the end with its pad_id); see README.md for the tokenizer rule")
+    tensor_in = facts.input_format.android_tensor(facts, q)
     tensor_out = TensorInfo(
         "logits",
         f"{len(facts.class_names)} class scores (logits, {_quant(out)['dtype']}; dequantize with the "
@@ -146,7 +157,7 @@ def _android_model(model: bytes, facts: ModelFacts, inp: dict, out: dict, labels
         files=(labels_file,))
     info = ModelInfo(
         name=f"edge-distill {facts.name}",
-        description=(f"{'Image' if facts.task == 'vision' else 'Text'} classifier ({len(facts.class_names)} classes) distilled by edge-distill for {facts.profile}; "
+        description=(f"{facts.input_format.title} classifier ({len(facts.class_names)} classes) distilled by edge-distill for {facts.profile}; "
                      f"{facts.variant_description}. Test accuracy {100 * facts.accuracy:.2f}% on {facts.n_test} held-out samples "
                      f"(measured on the build host with LiteRT)."),
         version=f"edge-distill {__version__}",
@@ -201,70 +212,24 @@ def build_bundles(run: RunDir, model_path: Path, facts: ModelFacts) -> tuple[Bun
     model_sha = _sha256(model)
     inp, out = _tensor_details(model)
     labels = ("\n".join(facts.class_names) + "\n").encode()
-    extras = {}
-    for extra in facts.extra_files:
-        path = Path(extra)
-        if not path.is_file():
-            raise ConfigError(f"Bundle file {path} does not exist.", "It is listed by the data spec (e.g. a tokenizer file).")
-        extras[path.name] = path.read_bytes()
+    extras = _extra_files(facts)
     q_in, q_out = _quant(inp), _quant(out)
-    preprocess = {
-        "task": "image-classification" if facts.task == "vision" else facts.task,
-        "input": dict(q_in, layout="NHWC"),
-        "output": dict(q_out, meaning="class logits; index i is line i of labels.txt"),
-        "normalization": {"pixel_scale": facts.pixel_scale, "mean": facts.mean, "std": facts.std,
-                          "formula": "x = ((p / pixel_scale) - mean) / std, in float32"},
-        "raw_pixel_range": [0, facts.pixel_scale],
-    }
-    pi_image_files: dict[str, bytes] = {}
-    if facts.task == "vision":  # image files (infer.py photo.jpg): the build's own preprocessing, shipped as imageprep.py
-        from .export import imageprep
-
-        _, h, w, c = facts.input_shape_nhwc
-        preprocess["image_files"] = dict(
-            imageprep.describe((h, w), c, facts.resize or imageprep.RESIZE_POLICY),
-            to_raw_pixels=f"p = v * {facts.pixel_scale:g} / 255 (v itself when pixel_scale is 255), then the normalization above",
-            trained_on="image files prepared this way" if facts.resize else "arrays of this size (image files are prepared this way)")
-        pi_image_files["imageprep.py"] = _template("imageprep.py").encode()
-    if facts.task == "text":  # token ids, not pixels: the tokenizer file is the whole preprocessing
-        preprocess = {
-            "task": "text-classification",
-            "input": dict(q_in, meaning="int32 token ids of one text, from tokenizer.json (format edge-distill-words-1; "
-                                        "tokenizer.py implements it with the standard library)"),
-            "output": dict(q_out, meaning="class logits; index i is line i of labels.txt"),
-            "tokenizer": "tokenizer.json",
-        }
-    values = {
-        "NAME": facts.name, "PROFILE": facts.profile, "VERSION": __version__, "VARIANT": facts.variant,
-        "VARIANT_DESCRIPTION": facts.variant_description, "ACCURACY": f"{100 * facts.accuracy:.2f}",
-        "N_TEST": facts.n_test, "N_CLASSES": len(facts.class_names), "MODEL_BYTES": f"{len(model):,}",
-        "INPUT_SHAPE": tuple(q_in["shape"]), "INPUT_DTYPE": q_in["dtype"], "INPUT_SCALE": f"{q_in['scale']:.9g}",
-        "INPUT_ZERO_POINT": q_in["zero_point"], "OUTPUT_SCALE": f"{q_out['scale']:.9g}",
-        "OUTPUT_ZERO_POINT": q_out["zero_point"], "OUTPUT_DTYPE": q_out["dtype"],
-        "PIXEL_SCALE": f"{facts.pixel_scale:g}", "MEAN": repr(facts.mean), "STD": repr(facts.std),
-        "RAW_MEAN": f"{facts.mean * facts.pixel_scale:.9g}", "RAW_STD": f"{facts.std * facts.pixel_scale:.9g}",
-        "IMAGE_SIZE": (f"{facts.input_shape_nhwc[2]}x{facts.input_shape_nhwc[1]}" if facts.task == "vision" else ""),
-        "IMAGE_MODE": ("grey" if facts.input_shape_nhwc[-1] == 1 else "RGB") if facts.task == "vision" else "",
-        "LITERT_VERSION": _litert_version(),
-        # Image bundles read photos with imageprep.py: the Pillow the build prepared its own image files with
-        # (JPEG decoding and resampling may differ by a grey level between Pillow versions).
-        "IMAGE_REQUIREMENTS": f"# infer.py photo.jpg: imageprep.py decodes and resizes image files with Pillow.\n{_pin('pillow')}\n"
-        if facts.task == "vision" else "",
-    }
+    preprocess, pi_image_files = facts.input_format.preprocess(facts, q_in, q_out)
+    values = _template_values(facts, model, q_in, q_out)
     pi_files = {
         "model.tflite": model,
         "labels.txt": labels,
         "preprocess.json": (json.dumps(preprocess, indent=2) + "\n").encode(),
-        "infer.py": _template("infer.py").encode(),
-        "requirements.txt": _fill(_template("requirements.txt"), values).encode(),
-        "README.md": _fill(_template("README.raspberry-pi.md" if facts.task == "vision" else "README.raspberry-pi.text.md"), values).encode(),
+        "infer.py": template("infer.py").encode(),
+        "requirements.txt": _fill(template("requirements.txt"), values).encode(),
+        "README.md": _fill(template(facts.input_format.readmes["raspberry-pi"]), values).encode(),
         **pi_image_files,
         **extras,
     }
     android_files = {
         "model.tflite": _android_model(model, facts, inp, out, labels),
         "labels.txt": labels,
-        "README.md": _fill(_template("README.android.md" if facts.task == "vision" else "README.android.text.md"), values).encode(),
+        "README.md": _fill(template(facts.input_format.readmes["android"]), values).encode(),
         **extras,
     }
     bundles = (_write_bundle(run, "raspberry-pi", pi_files, facts, model_sha),
@@ -278,11 +243,38 @@ def build_bundles(run: RunDir, model_path: Path, facts: ModelFacts) -> tuple[Bun
     return result, written
 
 
+def _extra_files(facts: ModelFacts) -> dict[str, bytes]:
+    extras = {}
+    for extra in facts.extra_files:
+        path = Path(extra)
+        if not path.is_file():
+            raise ConfigError(f"Bundle file {path} does not exist.", "It is listed by the data spec (e.g. a tokenizer file).")
+        extras[path.name] = path.read_bytes()
+    return extras
+
+
+def _template_values(facts: ModelFacts, model: bytes, q_in: dict[str, Any], q_out: dict[str, Any]) -> dict[str, Any]:
+    """What the bundle's templates (README, requirements.txt) fill in."""
+    return {
+        "NAME": facts.name, "PROFILE": facts.profile, "VERSION": __version__, "VARIANT": facts.variant,
+        "VARIANT_DESCRIPTION": facts.variant_description, "ACCURACY": f"{100 * facts.accuracy:.2f}",
+        "N_TEST": facts.n_test, "N_CLASSES": len(facts.class_names), "MODEL_BYTES": f"{len(model):,}",
+        "INPUT_SHAPE": tuple(q_in["shape"]), "INPUT_DTYPE": q_in["dtype"], "INPUT_SCALE": f"{q_in['scale']:.9g}",
+        "INPUT_ZERO_POINT": q_in["zero_point"], "OUTPUT_SCALE": f"{q_out['scale']:.9g}",
+        "OUTPUT_ZERO_POINT": q_out["zero_point"], "OUTPUT_DTYPE": q_out["dtype"],
+        "PIXEL_SCALE": f"{facts.pixel_scale:g}", "MEAN": repr(facts.mean), "STD": repr(facts.std),
+        "RAW_MEAN": f"{facts.mean * facts.pixel_scale:.9g}", "RAW_STD": f"{facts.std * facts.pixel_scale:.9g}",
+        "VERIFIED_RUNTIME": facts.verified_runtime or f"ai_edge_litert {_litert_version()}",
+        "RUNTIME_REQUIREMENTS": "\n".join(facts.runtime_requirements or (f"ai-edge-litert=={_litert_version()}", "numpy>=1.23.2")),
+        **facts.input_format.template_values(facts),
+    }
+
+
 def _litert_version() -> str:
     return _version("ai-edge-litert")
 
 
-def _pin(package: str) -> str:
+def pin(package: str) -> str:
     return f"{package}=={_version(package)}" if _version(package) else package
 
 

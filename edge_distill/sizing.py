@@ -74,10 +74,10 @@ _COUNTED = (nn.Conv2d, nn.Conv1d, nn.Linear, nn.MaxPool2d, nn.AvgPool2d, nn.Adap
 
 
 def example_input(model: nn.Module, spec: DataSpec) -> torch.Tensor:
-    """One all-zeros input: images as the spec says; token ids (int32) at the text student's own length."""
-    if spec.task == "text":
-        return torch.zeros((1, *getattr(model, "input_shape", spec.input_shape)), dtype=torch.int32)
-    return torch.zeros((1, *spec.input_shape))
+    """One all-zeros input as the model reads it: token ids (int32, a vocabulary) at a text student's own length,
+    else floats of the spec's shape."""
+    shape = (1, *getattr(model, "input_shape", spec.input_shape))
+    return torch.zeros(shape, dtype=torch.int32) if spec.vocab_size else torch.zeros(shape)
 
 
 def measure_cost(model: nn.Module, spec: DataSpec, profile: DeviceProfile) -> Cost:

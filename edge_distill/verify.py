@@ -32,7 +32,7 @@ _STUDENT_NAMES = {"kd": "KD", "nokd": "no-KD"}  # VerifyResult.shipped_student, 
 class LedgerRow:
     name: str  # "teacher", "student (no KD)", "student (KD)", "student TFLite fp32", ...
     variant: str  # "torch_fp32", "tflite_fp32", "tflite_int8", ...
-    runtime: str  # what executed it on the host: "torch", "litert", "onnxruntime"
+    runtime: str  # what executed it on the host: "torch", "litert 2.3.0" (the device runtime's venv), "onnxruntime"
     accuracy: float
     agreement: float  # top-1 agreement with the fp32 KD student
     bytes: int | None  # deployed file size; None for in-memory torch models
@@ -155,13 +155,13 @@ def build_ledger(
 
 
 def format_ledger(result: VerifyResult) -> str:
-    lines = [f"{'model':<28} {'runtime':<12} {'acc':>7} {'agree':>7} {'bytes':>10} {'params':>9} {'ms':>8}  precision"]
+    lines = [f"{'model':<28} {'runtime':<15} {'acc':>7} {'agree':>7} {'bytes':>10} {'params':>9} {'ms':>8}  precision"]
     for r in result.rows:
         size = f"{r.bytes:,}" if r.bytes is not None else "-"
         ms = f"{r.latency_ms:.3f}" if r.latency_ms is not None else "-"
         ships = "  <- ships" if r.variant == result.gated_variant else ""
         lines.append(
-            f"{r.name:<28} {r.runtime:<12} {r.accuracy:>7.4f} {r.agreement:>7.4f} {size:>10} {r.params:>9,} {ms:>8}  {r.precision}{ships}"
+            f"{r.name:<28} {r.runtime:<15} {r.accuracy:>7.4f} {r.agreement:>7.4f} {size:>10} {r.params:>9,} {ms:>8}  {r.precision}{ships}"
         )
     if result.latency_where:
         lines.append(f"ms: {result.latency_where}")

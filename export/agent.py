@@ -6,7 +6,11 @@ Runs on the target (Raspberry Pi, Android/Termux, or the host) with only numpy a
 It must never import torch, tensorflow, onnx or edge_distill: a device has none of them.
 
     python3 agent.py MODEL [--threads N] [--warmup W] [--runs R] [--npz DATA.npz] [--batch-limit K]
-                           [--predictions]
+                           [--predictions] [--logits OUT.npy] [--kernels xnnpack|builtin|reference]
+
+Kernels (.tflite only): ``xnnpack`` is what every LiteRT app gets by default (the XNNPACK delegate takes the
+ops it supports); ``builtin`` is the runtime's own optimized kernels with no default delegate (``--no-xnnpack``
+is its old name); ``reference`` is its plain reference kernels (slow, written for correctness).
 
 stdout carries exactly one JSON object; everything else (runtime logs included) goes to stderr.
 On failure the object is ``{"error": "...", "hint": "..."}`` and the exit code is 2.
@@ -26,6 +30,8 @@ import zipfile
 
 AGENT_VERSION = 1
 SEED = 0
+# --kernels → the OpResolverType member it needs (xnnpack: none, the interpreter's default resolver).
+KERNELS = {"xnnpack": None, "builtin": "BUILTIN_WITHOUT_DEFAULT_DELEGATES", "reference": "BUILTIN_REF"}
 
 _JSON_OUT = None  # the real stdout, set by main(); see _guard_stdout
 _RUNTIME = ["the TFLite runtime", ""]  # name and version once imported, for errors raised outside the model classes
@@ -236,27 +242,31 @@ class TFLiteModel:
     format = "tflite"
     timed_call = "Interpreter.invoke()"
 
-    def __init__(self, path: str, threads: int, xnnpack: bool = True) -> None:
+    def __init__(self, path: str, threads: int, kernels: str = "xnnpack") -> None:
         with open(path, "rb") as fh:
             head = fh.read(8)
         if len(head) < 8 or head[4:8] != b"TFL3":
             raise AgentError(f"{path} is not a valid TFLite flatbuffer (file identifier {head[4:8]!r}, expected b'TFL3').",
                              "Pass a .tflite file produced by a TFLite converter, or a .onnx file.")
         mod, self.runtime, self.runtime_version = _import_tflite()
-        self.path, self.threads, self.xnnpack = path, threads, xnnpack
+        self.path, self.threads, self.kernels = path, threads, kernels
         self._mod = mod
 
+    def _resolver_kwargs(self) -> dict:
+        member = KERNELS[self.kernels]
+        if member is None:  # the default resolver: whatever delegate the runtime applies by default
+            return {}
+        resolver = getattr(getattr(self._mod, "OpResolverType", None), member, None)
+        if resolver is None:
+            raise AgentError(f"{self.runtime} {self.runtime_version} has no OpResolverType.{member}, so it cannot run "
+                             f"--kernels {self.kernels}.",
+                             "Use --kernels xnnpack here, or install ai-edge-litert (pip install ai-edge-litert numpy).")
+        return {"experimental_op_resolver_type": resolver}
+
     def load(self) -> None:
+        kwargs = self._resolver_kwargs()
         try:
             # num_threads always explicit: LiteRT treats None as 1 thread.
-            kwargs = {}
-            if not self.xnnpack:
-                # LiteRT's built-in reference kernels instead of the XNNPACK delegate it applies by default.
-                resolver = getattr(getattr(self._mod, "OpResolverType", None), "BUILTIN_WITHOUT_DEFAULT_DELEGATES", None)
-                if resolver is None:
-                    raise AgentError(f"{self.runtime} {self.runtime_version} cannot turn XNNPACK off (no OpResolverType).",
-                                     "Drop --no-xnnpack, or install ai-edge-litert.")
-                kwargs["experimental_op_resolver_type"] = resolver
             self.interp = self._mod.Interpreter(model_path=self.path, num_threads=self.threads, **kwargs)
             for d in self.interp.get_input_details():
                 sig = d.get("shape_signature")
@@ -285,8 +295,9 @@ class TFLiteModel:
         except Exception:  # private API; absent in some runtimes
             return "unknown (runtime does not expose its execution plan)", None
         n = sum(1 for op in ops if op.get("op_name") == "DELEGATE")
-        if not self.xnnpack:
-            return "none (XNNPACK off: LiteRT reference kernels)", n
+        if self.kernels != "xnnpack":
+            which = "builtin optimized kernels" if self.kernels == "builtin" else "reference kernels"
+            return f"none (XNNPACK off: {self.runtime}'s {which})" + (f", yet {n} DELEGATE nodes" if n else ""), n
         return ("xnnpack (default CPU delegate)" if n else "none"), n
 
     def set_inputs(self, arrays) -> None:
@@ -355,14 +366,15 @@ class OnnxModel:
         return self._result[i]
 
 
-def open_model(path: str, threads: int, xnnpack: bool = True):
+def open_model(path: str, threads: int, kernels: str = "xnnpack", flag: str = "--kernels"):
+    """``flag`` is how the user chose the kernels, so an error names what they wrote."""
     if not os.path.isfile(path):
         raise AgentError(f"Model file not found: {path}", "Check the path (the agent runs on the device).")
     if path.lower().endswith(".onnx"):
-        if not xnnpack:
-            raise AgentError("--no-xnnpack applies to .tflite models only.", "Drop --no-xnnpack for an .onnx model.")
+        if kernels != "xnnpack":
+            raise AgentError(f"{flag} applies to .tflite models only.", f"Drop {flag} for an .onnx model.")
         return OnnxModel(path, threads)
-    return TFLiteModel(path, threads, xnnpack)
+    return TFLiteModel(path, threads, kernels)
 
 
 # ---- inputs ---------------------------------------------------------------------------------------
@@ -431,9 +443,17 @@ def parse_args(argv):
     p.add_argument("--batch-limit", type=int, default=0, help="evaluate at most K samples of --npz (0 = all)")
     p.add_argument("--predictions", action="store_true",
                    help="with --npz: also report each scored sample's top-1 class (for cross-runtime checks)")
-    p.add_argument("--no-xnnpack", action="store_true",
-                   help="run LiteRT's reference kernels instead of the default XNNPACK delegate (.tflite only)")
+    p.add_argument("--logits", default=None, metavar="OUT.npy",
+                   help="with --npz: write every scored sample's output (dequantized, float32, shape N x outputs) here")
+    p.add_argument("--kernels", choices=sorted(KERNELS), default=None,
+                   help="xnnpack (default: the runtime's default delegate), builtin (its optimized kernels, no "
+                        "delegate) or reference (its reference kernels); .tflite only")
+    p.add_argument("--no-xnnpack", action="store_true", help="the same as --kernels builtin")
     args = p.parse_args(argv)
+    if args.no_xnnpack and args.kernels not in (None, "builtin"):
+        raise AgentError(f"--no-xnnpack contradicts --kernels {args.kernels}.", "Give only --kernels.")
+    args.kernels_flag = "--no-xnnpack" if args.no_xnnpack else f"--kernels {args.kernels}"
+    args.kernels = args.kernels or ("builtin" if args.no_xnnpack else "xnnpack")
     if args.threads < 1:
         raise AgentError(f"--threads must be >= 1, got {args.threads}.")
     if args.warmup < 0:
@@ -444,6 +464,8 @@ def parse_args(argv):
         raise AgentError(f"--batch-limit must be >= 0, got {args.batch_limit}.")
     if args.predictions and not args.npz:
         raise AgentError("--predictions needs --npz (the samples to predict).")
+    if args.logits and not args.npz:
+        raise AgentError("--logits needs --npz (the samples whose outputs it writes).")
     return args
 
 
@@ -451,7 +473,7 @@ def measure(args) -> dict:
     t_start = time.perf_counter()
     import numpy as np
 
-    model = open_model(args.model, args.threads, not args.no_xnnpack)  # imports the runtime
+    model = open_model(args.model, args.threads, args.kernels, args.kernels_flag)  # imports the runtime
     rss_baseline = rss_mb()
 
     npz_head = peek_npz_x(args.npz, np) if args.npz else None
@@ -490,9 +512,11 @@ def measure(args) -> dict:
     # Peak is read before --npz is loaded, so it covers load + inference, not the evaluation data.
     peak, peak_source = peak_rss()
 
-    accuracy, n_eval, predictions = None, 0, None
+    accuracy, n_eval, predictions, logits = None, 0, None, None
     if args.npz:
-        accuracy, n_eval, predictions = evaluate(model, spec, args.npz, args.batch_limit, np)
+        accuracy, n_eval, predictions, logits = evaluate(model, spec, args.npz, args.batch_limit, np, bool(args.logits))
+    if args.logits:
+        write_logits(args.logits, logits, np)
 
     out0 = model.outputs[0]
     result = {
@@ -503,6 +527,7 @@ def measure(args) -> dict:
         "runtime": model.runtime,
         "runtime_version": model.runtime_version,
         "threads": args.threads,
+        "kernels": model.kernels if model.format == "tflite" else None,
         "delegate": delegate,
         "delegate_nodes": delegate_nodes,
         "timed_call": model.timed_call,
@@ -528,12 +553,14 @@ def measure(args) -> dict:
         "accuracy": accuracy,
         "n_eval": n_eval,
         **({"predictions": predictions} if args.predictions else {}),
+        **({"logits_path": os.path.abspath(args.logits), "logits_shape": list(logits.shape)} if args.logits else {}),
         "agent_wall_s": time.perf_counter() - t_start,
     }
     return result
 
 
-def evaluate(model, spec: dict, path: str, limit: int, np) -> tuple[float, int, list]:
+def evaluate(model, spec: dict, path: str, limit: int, np, keep_logits: bool = False) -> tuple[float, int, list, object]:
+    """(accuracy, n, top-1 per sample, float32 outputs N x K when ``keep_logits`` else None)."""
     try:
         with np.load(path, allow_pickle=False) as data:
             if "y" not in data.files:
@@ -551,7 +578,7 @@ def evaluate(model, spec: dict, path: str, limit: int, np) -> tuple[float, int, 
     if n == 0:
         raise AgentError(f"{path} holds no samples.")
     out = model.outputs[0]
-    predictions = []
+    predictions, kept = [], []
     for i in range(n):
         model.set_inputs([to_input(x[i : i + 1], spec, np)])
         model.run()
@@ -559,8 +586,22 @@ def evaluate(model, spec: dict, path: str, limit: int, np) -> tuple[float, int, 
         if out["scale"] > 0:  # int8 outputs: dequantize (argmax is unchanged, but keep it exact)
             logits = (logits.astype(np.float32) - out["zero_point"]) * out["scale"]
         predictions.append(int(np.argmax(logits)))
+        if keep_logits:
+            kept.append(np.asarray(logits, np.float32))
     correct = sum(int(p == int(t)) for p, t in zip(predictions, y[:n]))
-    return correct / n, n, predictions
+    return correct / n, n, predictions, (np.stack(kept) if keep_logits else None)
+
+
+def write_logits(path: str, logits, np) -> None:
+    # A temp file renamed into place: a host that reads the path never sees half an array.
+    tmp = path + ".partial"
+    try:
+        with open(tmp, "wb") as fh:
+            np.save(fh, logits, allow_pickle=False)
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise AgentError(f"Cannot write the logits to {path}: {exc.strerror or exc}.",
+                         "Pass a --logits path in a writable folder on the machine the agent runs on.") from None
 
 
 def _emit(obj: dict) -> None:

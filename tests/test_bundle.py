@@ -22,6 +22,7 @@ import pytest
 from tflite_models import full_int8_tflite
 
 from edge_distill.bundle import BundleResult, ModelFacts, build_bundles
+from edge_distill.tasks.vision import IMAGE_INPUT
 from edge_distill.errors import ConfigError
 from edge_distill.rundir import RunDir, sha256_file
 from edge_distill.serde import from_jsonable, to_jsonable
@@ -65,7 +66,7 @@ def digits(tmp_path_factory) -> dict:
     assert 0.85 < accuracy < 1.0  # a real classifier, not a trivially perfect one
     np.savez(out / "raw_test.npz", x=raw[test], y=y[test])  # raw pixels, what a device sees
     np.savez(out / "test_nhwc.npz", x=x_nhwc[test], y=y[test])  # like the build's bench/test_nhwc.npz
-    facts = ModelFacts(name="digits-rpi4", task="vision", class_names=tuple(str(n) for n in bunch.target_names),
+    facts = ModelFacts(name="digits-rpi4", input_format=IMAGE_INPUT, class_names=tuple(str(n) for n in bunch.target_names),
                        input_shape_nhwc=(1, 8, 8, 1), pixel_scale=PIXEL_SCALE, mean=mean, std=std,
                        variant="tflite_int8", variant_description="int8 weights, int8 activations, int8 input/output",
                        accuracy=round(accuracy, 6), n_test=len(test), profile="rpi4")
@@ -201,7 +202,7 @@ def test_metadata_validation():
     with pytest.raises(ConfigError, match="Associated file type"):
         AssociatedFile("a.txt", "d", "LABELS")
     with pytest.raises(ConfigError, match="line break"):
-        ModelFacts("n", "vision", ("a\nb", "c"), (1, 8, 8, 1), 1.0, 0.0, 1.0, "v", "d", 0.5, 2, "p")
+        ModelFacts("n", IMAGE_INPUT, ("a\nb", "c"), (1, 8, 8, 1), 1.0, 0.0, 1.0, "v", "d", 0.5, 2, "p")
     md = build_metadata(ModelInfo("n", "d", "1", "a", (TensorInfo("x", "d"),), (TensorInfo("y", "d"),)))
     assert md[4:8] == FILE_IDENTIFIER
 

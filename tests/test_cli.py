@@ -106,7 +106,8 @@ def test_vgg_teacher_and_view_bank(demo, tmp_path):
 
 def test_an_ensemble_of_two_flip_averaged_teachers(demo, tmp_path):
     """Mechanics through the whole build (digits are not mirror-symmetric, so --augment-flip costs accuracy here)."""
-    from edge_distill.pipeline import TeacherResult, load_teacher_model
+    from edge_distill.stages.teacher import TeacherResult
+    from edge_distill.tasks.vision_teacher import load_vision_teacher
     from edge_distill.rundir import RunDir
 
     copy = tmp_path / "ensemble"
@@ -121,7 +122,7 @@ def test_an_ensemble_of_two_flip_averaged_teachers(demo, tmp_path):
 
     spec, splits = prepare("digits", 0, 200)  # the build's data: seed 0, 200 calibration images (the defaults)
     record = TeacherResult(**{**teacher, "member_test_accuracy": tuple(teacher["member_test_accuracy"])})
-    model = load_teacher_model(RunDir(copy), record, spec)
+    model = load_vision_teacher(RunDir(copy), record, spec)
     first, second = model.model.members
     assert not torch.equal(first.head.weight, second.head.weight)
     assert accuracy(model, splits.x_test, splits.y_test) == pytest.approx(teacher["test_accuracy"])
@@ -159,13 +160,14 @@ def _no_raise():
 def test_teacher_from_a_torchscript_file(demo, tmp_path):
     from edge_distill.models.teacher import builtin_teacher
     from edge_distill.data import prepare
-    from edge_distill.pipeline import TeacherResult, load_teacher_model
+    from edge_distill.stages.teacher import TeacherResult
+    from edge_distill.tasks.vision_teacher import load_vision_teacher
     from edge_distill.rundir import RunDir
     from edge_distill.serde import from_jsonable
 
     out, report = demo
     spec, _ = prepare("digits", 0, 200)
-    teacher = load_teacher_model(RunDir(out), from_jsonable(TeacherResult, report["teacher"]), spec)
+    teacher = load_vision_teacher(RunDir(out), from_jsonable(TeacherResult, report["teacher"]), spec)
     path = tmp_path / "teacher.pt"
     torch.jit.save(torch.jit.script(teacher), str(path))
     run = tmp_path / "run"

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from edge_distill.cli import main
-from edge_distill.inspect import inspect_model
+from edge_distill.inspection import inspect_model
 
 # Keras model: conv 3->8 (3x3), depthwise 3x3, grouped conv 8->16 (3x3, stride 2, 2 groups), 1x1 conv 16->24, dense 24->5.
 TFLITE_MACS = 12 * 12 * 8 * 27 + 12 * 12 * 8 * 9 + 6 * 6 * 16 * 36 + 6 * 6 * 24 * 16 + 24 * 5

@@ -148,7 +148,7 @@ def test_undecodable_photo_and_mismatched_test_classes_are_clear_errors(photo_bu
 def test_test_data_from_npz_and_options_in_the_data_key(tmp_path):
     from edge_distill.data import prepare
     from edge_distill.errors import DataError
-    from edge_distill.pipeline import BuildOptions
+    from edge_distill.options import BuildOptions
 
     digit_photos(tmp_path / "train", per_class=12, offset=0)
     x = np.full((8, 16, 24, 3), 200, np.uint8)
@@ -160,13 +160,17 @@ def test_test_data_from_npz_and_options_in_the_data_key(tmp_path):
     assert spec.input_shape == (3, 16, 24) and len(splits.y_test) == 8
     assert splits.y_test.tolist() == [3 - v for v in y]  # mapped onto the training data's class order by name
     assert len(splits.y_train) + len(splits.y_val) == 48
-    # Defaults leave the data stage's key as it always was; each non-default setting enters it, the test set by content.
-    assert BuildOptions().image_key() == []
+    # Every image-file setting is in the data stage's settings, and the test set's content among its inputs.
+    from edge_distill.tasks import get_task
+
+    vision = get_task("vision")
     opts = BuildOptions(image_size="24x16", channels="3", skip_bad_images=True, test_data=str(tmp_path / "test.npz"))
-    key = opts.image_key()
-    assert key[:5] == ["image_size", [16, 24], "channels", "3", "skip_bad_images"] and key[5] == "test_data"
+    settings = vision.data_settings(opts)
+    assert (settings.image_size, settings.channels, settings.skip_bad_images, settings.test_data) == ((16, 24), "3", True, opts.test_data)
+    assert vision.data_settings(BuildOptions()).image_size is None and len(vision.data_inputs(BuildOptions())) == 1
+    inputs = vision.data_inputs(opts)
     np.savez(tmp_path / "test.npz", x=x, y=(y + 1) % 4)
-    assert opts.image_key()[6] != key[6]
+    assert vision.data_inputs(opts)[1] != inputs[1] and vision.data_inputs(opts)[0] == inputs[0]
 
 
 # ---- imageprep: the shared preprocessing ---------------------------------------------------------------

@@ -16,7 +16,8 @@ import pytest
 import torch
 import torch.nn as nn
 
-from edge_distill.convert import InputContract, check_calibration, contract_from_spec, convert_student, run_tflite
+from edge_distill.convert import InputContract, check_calibration, convert_student, run_tflite
+from edge_distill.tasks import input_contract
 from edge_distill.convert.calibration import to_model_input
 from edge_distill.convert.escalate import Judge, Ladder, climb
 from edge_distill.convert.results import reference_kernels_note
@@ -132,7 +133,7 @@ def test_the_pipelines_own_calibration_set_meets_its_contract():
     from edge_distill.data import prepare
 
     spec, splits = prepare("digits", 0, 200)
-    info = check_calibration(splits.x_calib, spec.input_shape, contract_from_spec(spec), splits.y_calib)
+    info = check_calibration(splits.x_calib, spec.input_shape, input_contract(spec), splits.y_calib)
     assert info.count == 200 and info.classes == spec.num_classes
 
 

@@ -117,7 +117,7 @@ def test_build_log_holds_what_quiet_hid(run):
 
 
 def test_inspect_counts_the_same_macs_as_the_sizing_stage(run):
-    from edge_distill.inspect import inspect_model
+    from edge_distill.inspection import inspect_model
 
     out, report = run
     for name in ("student_int8.tflite", "student_fp32.tflite", "student.onnx"):
@@ -151,7 +151,8 @@ def test_report_command_errors_are_clear(tmp_path, capsys):
     assert (tmp_path / "report.html").read_text().startswith("<!doctype html>")
 
 
-@pytest.mark.parametrize("key", ["ledger", "bench", "sizing", "profile", "conversion", "students", "teacher", "data", "stage_times", "options", "tools"])
+@pytest.mark.parametrize("key", ["ledger", "bench", "sizing", "profile", "conversion", "students", "teacher", "data", "stage_times", "options", "tools",
+                                 "fidelity_matrix"])
 def test_a_missing_key_removes_only_its_own_content(run, key):
     _, report = run
     partial = {k: v for k, v in report.items() if k != key}
@@ -187,3 +188,76 @@ def test_markdown_and_html_are_drawn_from_the_same_numbers(run):
         pct = f"{100 * row['accuracy']:.2f}%"
         assert pct in md and pct in html
     assert np.isclose(report["ledger"]["int8_drop_points"], float(re.search(r"lost <b>(-?[\d.]+)</b>", html).group(1)), atol=0.005)
+
+
+# ---- the fidelity matrix (every build) ----------------------------------------------------------
+
+
+def test_every_build_scores_the_shipped_file_under_each_runtime_and_kernel_mode(run):
+    from edge_distill.bench.fidelity_matrix import FidelityMatrix, matrix_markdown
+    from edge_distill.bench.runners import KERNELS
+    from edge_distill.serde import from_jsonable
+
+    out, report = run
+    files = report["fidelity_matrix"]["files"]
+    shipped = files[0]
+    assert shipped["shipped"] and shipped["variant"] == report["ledger"]["gated_variant"]
+    assert [f["variant"] for f in files[1:]] == ["tflite_fp32"]
+    m = from_jsonable(FidelityMatrix, shipped["matrix"])
+    assert [c.kernels for c in m.cells if c.runtime == "converter"] == list(KERNELS)
+    assert m.reference == "converter / builtin" and m.n == report["ledger"]["n_test"]
+    # The converter's default cell is what the ledger scored: the same file, runtime, delegate and test split.
+    ledger = next(r for r in report["ledger"]["rows"] if r["variant"] == shipped["variant"])
+    assert m.cell("converter", "xnnpack").accuracy == pytest.approx(ledger["accuracy"], abs=1e-6)
+    assert m.runtimes == tuple(json.loads((out / "bench" / "fidelity_matrix.json").read_text())["files"][0]["matrix"]["runtimes"])
+    md = (out / "report.md").read_text()
+    assert "## Fidelity matrix" in md and matrix_markdown(m) in md and "**Verdict:**" in md
+    html = (out / "report.html").read_text()
+    section = re.search(r'<section id="fidelity-matrix">(.*?)</section>', html, re.S).group(1)
+    assert section.count("<tr>") == 1 + len(m.cells) + 1 + len(from_jsonable(FidelityMatrix, files[1]["matrix"]).cells)
+    assert 'class="where"' in section
+
+
+def test_a_report_json_from_before_the_matrix_still_rerenders(run, tmp_path, capsys):
+    out, report = run
+    old = tmp_path / "old"
+    shutil.copytree(out, old)
+    (old / "report.json").write_text(json.dumps({k: v for k, v in report.items() if k != "fidelity_matrix"}))
+    assert main(["report", str(old)]) == 0
+    assert "Fidelity matrix" not in (old / "report.md").read_text()
+    assert 'id="fidelity-matrix"' not in (old / "report.html").read_text()
+
+
+def test_a_runtime_not_set_up_is_named_with_its_setup_command_and_setting_it_up_redoes_only_the_matrix(run, tmp_path, monkeypatch):
+    out, _ = run
+    copy_dir = tmp_path / "copy"
+    shutil.copytree(out, copy_dir)
+    monkeypatch.setenv("EDGE_DISTILL_RUNTIME_CACHE", str(tmp_path / "no-runtimes"))  # nothing set up there
+    # The converter as the device runtime, so the build sets none up: the stages it judges are redone, training is not.
+    assert main(["build", "--profile", "rpi4", "--out", str(copy_dir), *BUILD, "--device-runtime", "converter"]) == 0
+    report = json.loads((copy_dir / "report.json").read_text())
+    reused = {t["stage"] for t in report["stage_times"] if t["reused"]}
+    assert {"data", "teacher", "size", "baseline", "distill"} <= reused and "convert" not in reused
+    assert next(r for r in report["ledger"]["rows"] if r["variant"] == "tflite_int8")["runtime"].startswith("litert 2.1")
+    m = report["fidelity_matrix"]
+    assert {c["runtime"] for f in m["files"] for c in f["matrix"]["cells"]} == {"converter"}
+    assert "`edge-distill runner setup litert==2.3.0`" in m["setup_hint"]
+    assert m["setup_hint"] in (copy_dir / "report.md").read_text()
+
+
+def test_fidelity_command_on_the_builds_int8_file(run, capsys):
+    from edge_distill.bench.fidelity_matrix import FidelityMatrix
+    from edge_distill.serde import from_jsonable
+
+    out, report = run
+    args = ["fidelity", str(out / "student" / "student_int8.tflite"), "--npz", str(out / "bench" / "test_nhwc.npz"), "--runtimes", "converter"]
+    assert main(args) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].startswith("student_int8.tflite on test_nhwc.npz: n=360, 1 thread;") and len(lines) == 2 + 3 + 1 + 1
+    assert lines[-1].startswith("0 of 3 cells divergent, 0 could not run.")
+    assert main([*args, "--json", "--threads", "2"]) == 0
+    captured = capsys.readouterr()
+    m = from_jsonable(FidelityMatrix, json.loads(captured.out))
+    built = from_jsonable(FidelityMatrix, report["fidelity_matrix"]["files"][0]["matrix"])
+    assert m.threads == 2 and [c.accuracy for c in m.cells] == [c.accuracy for c in built.cells if c.runtime == "converter"]
+    assert "0 of 3 cells divergent" in captured.err.splitlines()[-1]

@@ -58,7 +58,7 @@ def test_bad_student_config():
 
 
 def test_rate_fit_recovers_each_precisions_own_rates_from_exact_timings():
-    from edge_distill.calibrate import ProbePoint, fit_rates
+    from edge_distill.profiles.rates import ProbePoint, fit_rates
 
     # Per precision: GMAC/s dense, depthwise; us/op; ns/element; ns/conv position.  The two precisions get
     # different overheads, as int8 and fp32 kernels have on a real host, and each must come back as its own.
@@ -86,21 +86,21 @@ def test_rate_fit_recovers_each_precisions_own_rates_from_exact_timings():
 
 
 def test_a_fit_without_depthwise_probes_leaves_the_depthwise_rate_unmodelled():
-    from edge_distill.calibrate import ProbePoint, fit_rates
+    from edge_distill.profiles.rates import ProbePoint, fit_rates
 
     points = [ProbePoint(f"p{i}", "int8", macs, 5, 1_000, macs / 10e9 * 1e3 + 0.005) for i, macs in enumerate((1e4, 1e6, 1e7, 1e8))]
     assert fit_rates(points)["int8"].overheads.dw_gmacs == 0.0  # 0 = use the dense rate, never "infinitely fast"
 
 
 def test_a_precision_override_changes_only_that_precisions_estimate(tmp_path):
-    from edge_distill.calibrate import Calibration, ProbePoint, profile_toml
+    from edge_distill.profiles.rates import ProbePoint, RateMeasurement, profile_toml
     from edge_distill.profiles import Overheads
 
     host = load_profile("host")
     fp32_terms = Overheads(per_op_us=0.5, act_ns_per_elem=0.1, dw_gmacs=9.0, ns_per_position=3.0)
     throughput = dataclasses.replace(host.throughput, fp32=fp32_terms)
     path = tmp_path / "measured.toml"
-    path.write_text(profile_toml(host, Calibration(throughput, (ProbePoint("p", "int8", 1, 1, 1, 1.0, 1.1),), host.threads, "test")))
+    path.write_text(profile_toml(host, RateMeasurement(throughput, (ProbePoint("p", "int8", 1, 1, 1, 1.0, 1.1),), host.threads, "test")))
     measured = load_profile(path)  # the written TOML round-trips through the strict parser
     assert measured.throughput.fp32 == fp32_terms and measured.throughput.int8 is None
     args = (3_000_000, 20, 40_000, "int8", 100_000, 5_000)

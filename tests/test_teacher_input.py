@@ -181,7 +181,7 @@ def test_teacher_below_the_no_kd_student_stops_the_build(digits, teachers, tmp_p
 
 
 def test_a_text_build_refuses_teacher_input():
-    from edge_distill.pipeline import BuildOptions
+    from edge_distill.options import BuildOptions
 
     with pytest.raises(ConfigError, match="teacher file"):
         BuildOptions(teacher_input="unit")  # --teacher auto

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from edge_distill.convert import contract_from_spec, convert_student
+from edge_distill.convert import convert_student
+from edge_distill.tasks import input_contract
 from edge_distill.data.text import prepare_text
 from edge_distill.distill import KDConfig, TrainConfig, accuracy, train
 from edge_distill.errors import ConfigError
@@ -74,7 +75,7 @@ def test_text_student_converts_to_full_int8_with_int32_ids(family, data, tmp_pat
 
     run = RunDir(tmp_path / "run")
     result = convert_student(model, (24,), student_inputs(config, s.x_calib), check_x, run, check_y=check_y, calib_y=s.y_calib,
-                             contract=contract_from_spec(data.spec), variants=(), layer_analysis=False, threads=1)
+                             contract=input_contract(data.spec), variants=(), layer_analysis=False, threads=1)
     checks = {c.hop: c for c in result.checks}
     assert checks["torch->onnx"].passed and checks["onnx->tflite_fp32"].passed
     int8 = result.file("tflite_int8")

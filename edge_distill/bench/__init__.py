@@ -21,11 +21,14 @@ from ..errors import BenchError, ConfigError
 from .result import BenchResult, BenchSuite
 from .runners import RUNNERS, AgentOptions, LocalRunner, Runner, make_runner, parse_agent_output
 from . import adb, qemu, ssh  # noqa: F401  (registers the adb, qemu-arm64 and ssh runners)
+from .device_runtimes import DEFAULT_DEVICE_RUNTIME, DEVICE_RUNTIMES, device_runtime_python, names_device_runtime, setup_device_runtime
 from .fidelity import FidelityResult, cross_runtime_fidelity
+from .fidelity_matrix import FidelityMatrix, MatrixCell, fidelity_matrix, format_matrix, matrix_markdown
 
 __all__ = ["BenchResult", "BenchSuite", "bench_model", "bench_in_rounds", "runner_names", "describe_host", "RUNNERS", "Runner",
            "LocalRunner", "AgentOptions", "parse_agent_output", "agent_path", "make_runner", "setup_runner",
-           "FidelityResult", "cross_runtime_fidelity"]
+           "FidelityResult", "cross_runtime_fidelity", "FidelityMatrix", "MatrixCell", "fidelity_matrix", "format_matrix",
+           "matrix_markdown", "DEFAULT_DEVICE_RUNTIME", "setup_device_runtime", "device_runtime_python"]
 
 
 def runner_names() -> list[str]:
@@ -33,10 +36,15 @@ def runner_names() -> list[str]:
 
 
 def setup_runner(name: str, **kwargs):
-    """Prepare a runner that needs a one-time setup (``qemu-arm64``: the arm64 root); see qemu.py."""
+    """Prepare a runner that needs a one-time setup: ``qemu-arm64`` (the arm64 root, see qemu.py) or a device
+    runtime such as ``litert==2.3.0`` (its venv, see device_runtimes.py: ``root`` is the venv cache, ``force``
+    rebuilds, the qemu-only ``suite``/``mirror`` are ignored)."""
+    if names_device_runtime(name):
+        return setup_device_runtime(name, kwargs.get("root"), progress=kwargs.get("progress"), force=kwargs.get("force", False))
     if name not in qemu.SETUPS:
         raise ConfigError(f"Runner {name!r} has no setup step.",
-                          f"Runners with one: {', '.join(sorted(qemu.SETUPS))}; ssh and adb need only a reachable device.")
+                          f"Runners with one: {', '.join(sorted(qemu.SETUPS))}, and the device runtimes "
+                          f"({', '.join(DEVICE_RUNTIMES)}); ssh and adb need only a reachable device.")
     return qemu.SETUPS[name](**kwargs)
 
 
@@ -88,13 +96,14 @@ def _check_int(name: str, value: object, minimum: int) -> int:
 
 def bench_model(model_path: Path, threads: int, warmup: int = 20, runs: int = 200,
                 eval_npz: Path | None = None, runner: str = "local", timeout_s: float = 600,
-                eval_limit: int = 0, xnnpack: bool = True) -> BenchResult:
+                eval_limit: int = 0, xnnpack: bool = True, kernels: str = "xnnpack", python: Path | None = None) -> BenchResult:
     """Benchmark one model with the device agent via ``runner``; with ``eval_npz`` also its accuracy.
 
     ``eval_npz`` holds ``x`` (float32, already in the model's input layout and normalized; int8/uint8
     inputs are quantized by the agent) and ``y`` (integer labels).  ``eval_limit`` caps how many of its
-    samples are scored (0 = all).  ``xnnpack=False`` times LiteRT's reference kernels instead of its default
-    XNNPACK delegate.  Raises ``BenchError`` with the agent's own message on any failure.
+    samples are scored (0 = all).  ``kernels`` picks the TFLite kernels: ``xnnpack`` (the runtime's default
+    delegate), ``builtin`` (its optimized kernels without it; ``xnnpack=False`` is the old spelling) or ``reference``
+    (its reference kernels).  ``python``: a local run uses that interpreter (a device runtime's venv).  Raises ``BenchError`` with the agent's own message on any failure.
     """
     model_path = Path(model_path)
     _check_int("threads", threads, 1)
@@ -113,12 +122,16 @@ def bench_model(model_path: Path, threads: int, warmup: int = 20, runs: int = 20
 
     # Unknown names → ConfigError listing the known runners; a runner that cannot work here → BenchError.
     impl = make_runner(runner)
+    if python is not None and runner == "local":  # a device runtime's venv (device_runtimes.py) instead of this Python
+        impl = LocalRunner(python)
     console = get_console()
-    what = f"{runs} runs, {threads} thread{'s' if threads != 1 else ''}, runner {runner}" + ("" if xnnpack else ", XNNPACK off")
+    options = AgentOptions(threads=threads, warmup=warmup, runs=runs, eval_limit=eval_limit, xnnpack=xnnpack, kernels=kernels)
+    kernels = options.effective_kernels
+    what = f"{runs} runs, {threads} thread{'s' if threads != 1 else ''}, runner {runner}" + \
+        ("" if kernels == "xnnpack" else f", {kernels} kernels (XNNPACK off)")
     # With its folder: the suites convert teacher and student into subfolders whose files share names.
     label = f"{model_path.parent.name}/{model_path.name}" if model_path.parent.name else model_path.name
     console.stage("bench", f"{label}: {what}" + (f", scoring {eval_npz.name}" if eval_npz else ""))
-    options = AgentOptions(threads=threads, warmup=warmup, runs=runs, eval_limit=eval_limit, xnnpack=xnnpack)
     with importlib.resources.as_file(agent_path()) as agent:
         data = impl.run_agent(agent, model_path.resolve(), options, eval_npz.resolve() if eval_npz else None,
                               timeout_s)

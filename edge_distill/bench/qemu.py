@@ -13,7 +13,7 @@ The root lives outside any run directory, in a cache that ``root_dir()`` names
 ``~/.cache/edge-distill/qemu-arm64``):
 
     rootfs/     Debian (bookworm by default) for arm64: python3 and its libraries
-    site/       the aarch64 wheels of numpy and ai-edge-litert (same versions as this machine's)
+    site/       the aarch64 wheels of numpy (this machine's version) and ai-edge-litert (the default device runtime's)
     ready.json  written last: what was installed, and the smoke test's answer
 
 Setup never executes an arm64 program through binfmt_misc or chroot (a container usually allows
@@ -116,6 +116,7 @@ class QemuArm64Runner(Runner):
     """The agent under qemu-user in the arm64 root: functional check, not a timing."""
 
     name = "qemu-arm64"
+    shares_files = True  # qemu-user -L falls back to host paths, so the guest reads and writes this machine's files
 
     def __init__(self, root: QemuRoot, qemu: str) -> None:
         self.root, self.qemu = root, qemu
@@ -175,6 +176,31 @@ def setup_qemu_arm64(root: Path | None = None, *, suite: str = DEFAULT_SUITE, mi
         progress(f"qemu-arm64 root already set up at {root} (Debian {existing.suite}, Python "
                  f"{existing.python_version}); use --force to rebuild it.")
         return existing
+    qemu = _setup_tools()
+    partial = _fresh_partial(root)
+    t0 = time.monotonic()
+
+    python, py_version = _bootstrap_root(partial, suite, mirror, progress)
+    site = root / "site.partial"
+    litert, numpy = _fetch_wheels(site, py_version, progress)
+
+    os.replace(partial, root / "rootfs")
+    os.replace(site, root / "site")
+    candidate = QemuRoot(root, suite, python, py_version, {"ai-edge-litert": litert, "numpy": numpy})
+    facts = _smoke_test(candidate, qemu, progress)
+    stamp = {"suite": suite, "mirror": mirror, "python": python, "python_version": py_version,
+             "packages": candidate.packages, "smoke_test": facts, "qemu": qemu,
+             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "setup_seconds": round(time.monotonic() - t0, 1)}
+    tmp = root / "ready.json.partial"
+    tmp.write_text(json.dumps(stamp, indent=2) + "\n")
+    os.replace(tmp, root / "ready.json")  # written last: only a finished root is ever used
+    progress(f"qemu-arm64 root ready at {root} in {stamp['setup_seconds']} s: Python {facts['python']} aarch64, "
+             f"numpy {facts['numpy']}, ai-edge-litert {facts['litert']}")
+    return candidate
+
+
+def _setup_tools() -> str:
+    """The qemu-user binary, once every tool the setup runs is there and it runs as root."""
     qemu = find_qemu()
     missing = [tool for tool, ok in (("qemu-user-static", qemu), ("debootstrap", shutil.which("debootstrap")),
                                      ("dpkg-deb", shutil.which("dpkg-deb"))) if not ok]
@@ -185,6 +211,11 @@ def setup_qemu_arm64(root: Path | None = None, *, suite: str = DEFAULT_SUITE, mi
         raise BenchError("debootstrap must run as root to build the arm64 root.",
                          "Run the setup as root once (sudo edge-distill runner setup qemu-arm64 with "
                          "EDGE_DISTILL_QEMU_ROOT set to a directory you can read), or build it in a container.")
+    return qemu
+
+
+def _fresh_partial(root: Path) -> Path:
+    """An empty ``rootfs.partial`` under ``root``, with every leftover of an earlier setup removed."""
     root.mkdir(parents=True, exist_ok=True)
     partial = root / "rootfs.partial"
     for stale in (partial, root / "site.partial", root / "rootfs", root / "site", root / "ready.json"):
@@ -192,12 +223,14 @@ def setup_qemu_arm64(root: Path | None = None, *, suite: str = DEFAULT_SUITE, mi
             shutil.rmtree(stale)
         elif stale.exists():
             stale.unlink()
-    t0 = time.monotonic()
+    return partial
 
+
+def _bootstrap_root(partial: Path, suite: str, mirror: str, progress: Callable[[str], None]) -> tuple[str, str]:
+    """Steps 1-2: the Debian arm64 root in ``partial``; returns its Python interpreter's path and version."""
     progress(f"[1/4] debootstrap (first stage) of Debian {suite} arm64 into {partial} from {mirror}")
     run_streaming(["debootstrap", "--arch=arm64", "--foreign", "--variant=minbase", "--include=python3",
                    suite, str(partial), mirror], lambda line: progress("      " + line), "debootstrap", 1800, **_SETUP_HINTS)
-
     debs = sorted((partial / "var/cache/apt/archives").glob("*.deb"))
     progress(f"[2/4] unpacking {len(debs)} packages with dpkg-deb (no arm64 code runs during setup)")
     for i, deb in enumerate(debs, 1):
@@ -213,19 +246,26 @@ def setup_qemu_arm64(root: Path | None = None, *, suite: str = DEFAULT_SUITE, mi
                          f"Check that Debian {suite} provides python3 for arm64, then rerun the setup.")
     python = "/usr/bin/" + pythons[-1]
     py_version = pythons[-1][len("python"):]
+    return python, py_version
 
-    litert, numpy = _host_version("ai-edge-litert"), _host_version("numpy")
-    site = root / "site.partial"
+
+def _fetch_wheels(site: Path, py_version: str, progress: Callable[[str], None]) -> tuple[str, str]:
+    """Step 3: the default device runtime's ai-edge-litert (what a board installs, not the converter's pinned one) and the
+    host's numpy as aarch64 wheels in ``site``; returns both versions."""
+    from .device_runtimes import DEFAULT_DEVICE_RUNTIME, parse_device_runtime
+
+    litert, numpy = parse_device_runtime(DEFAULT_DEVICE_RUNTIME).version, _host_version("numpy")
     progress(f"[3/4] aarch64 wheels for Python {py_version}: ai-edge-litert=={litert} numpy=={numpy} (pip, on this host)")
     platforms = [arg for p in WHEEL_PLATFORMS for arg in ("--platform", p)]
     run_streaming([sys.executable, "-m", "pip", "install", "--no-warn-conflicts", "--disable-pip-version-check",
                    "--target", str(site), *platforms, "--only-binary=:all:", "--python-version", py_version,
                    "--implementation", "cp", f"ai-edge-litert=={litert}", f"numpy=={numpy}"],
                   lambda line: progress("      " + line), "pip install (aarch64 wheels)", 1800, **_SETUP_HINTS)
+    return litert, numpy
 
-    os.replace(partial, root / "rootfs")
-    os.replace(site, root / "site")
-    candidate = QemuRoot(root, suite, python, py_version, {"ai-edge-litert": litert, "numpy": numpy})
+
+def _smoke_test(candidate: QemuRoot, qemu: str, progress: Callable[[str], None]) -> dict[str, Any]:
+    """Step 4: what the new root reports about itself under emulation; raises unless it runs as aarch64."""
     progress("[4/4] smoke test: importing numpy and ai_edge_litert under emulation")
     probe = ("import json, platform, numpy, ai_edge_litert; from ai_edge_litert import interpreter; "
              "print(json.dumps({'machine': platform.machine(), 'python': platform.python_version(), "
@@ -238,15 +278,7 @@ def setup_qemu_arm64(root: Path | None = None, *, suite: str = DEFAULT_SUITE, mi
                          "Rerun `edge-distill runner setup qemu-arm64 --force`.") from None
     if facts.get("machine") != "aarch64":
         raise BenchError(f"The smoke test ran on {facts.get('machine')!r}, not aarch64.", "Check the qemu installation.")
-    stamp = {"suite": suite, "mirror": mirror, "python": python, "python_version": py_version,
-             "packages": candidate.packages, "smoke_test": facts, "qemu": qemu,
-             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "setup_seconds": round(time.monotonic() - t0, 1)}
-    tmp = root / "ready.json.partial"
-    tmp.write_text(json.dumps(stamp, indent=2) + "\n")
-    os.replace(tmp, root / "ready.json")  # written last: only a finished root is ever used
-    progress(f"qemu-arm64 root ready at {root} in {stamp['setup_seconds']} s: Python {facts['python']} aarch64, "
-             f"numpy {facts['numpy']}, ai-edge-litert {facts['litert']}")
-    return candidate
+    return facts
 
 
 SETUPS: dict[str, Callable[..., Any]] = {"qemu-arm64": setup_qemu_arm64}

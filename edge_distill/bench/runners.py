@@ -13,6 +13,7 @@ scheme is one (``ssh://user@host:port``).  ``make_runner(spec)`` turns it into a
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -26,21 +27,41 @@ from ..errors import BenchError, ConfigError
 from ..registry import Registry
 
 
+# The agent's --kernels modes (export/agent.py KERNELS): the default delegate, the optimized builtin kernels, the
+# reference kernels.
+KERNELS = ("xnnpack", "builtin", "reference")
+
+
 @dataclass(frozen=True)
 class AgentOptions:
-    """The agent's command-line options, independent of where it runs."""
+    """The agent's command-line options, independent of where it runs (``logits`` excepted: a path there)."""
 
     threads: int
     warmup: int
     runs: int
     eval_limit: int = 0  # --batch-limit: evaluate at most this many --npz samples (0 = all)
     predictions: bool = False  # --predictions: also return every scored sample's top-1 class
-    xnnpack: bool = True  # False: --no-xnnpack, LiteRT's reference kernels
+    xnnpack: bool = True  # False: --no-xnnpack, the same as kernels="builtin"
+    kernels: str = "xnnpack"  # --kernels: one of KERNELS
+    logits: str | None = None  # --logits: where the agent writes the dequantized outputs (.npy, on its machine)
+
+    def __post_init__(self) -> None:
+        if self.kernels not in KERNELS:
+            raise ConfigError(f"Kernels {self.kernels!r} are unknown.", f"Use one of: {', '.join(KERNELS)}.")
+        if not self.xnnpack and self.kernels == "reference":
+            raise ConfigError("xnnpack=False (builtin kernels) contradicts kernels='reference'.", "Give only kernels.")
+
+    @property
+    def effective_kernels(self) -> str:
+        return "builtin" if not self.xnnpack else self.kernels
 
     def argv(self) -> list[str]:
         argv = ["--threads", str(self.threads), "--warmup", str(self.warmup), "--runs", str(self.runs),
                 "--batch-limit", str(self.eval_limit)]
-        return argv + (["--predictions"] if self.predictions else []) + ([] if self.xnnpack else ["--no-xnnpack"])
+        argv += ["--predictions"] if self.predictions else []
+        # builtin keeps its old spelling, which agents older than --kernels understand too.
+        argv += {"xnnpack": [], "builtin": ["--no-xnnpack"], "reference": ["--kernels", "reference"]}[self.effective_kernels]
+        return argv + (["--logits", self.logits] if self.logits else [])
 
 
 class Runner(ABC):
@@ -48,6 +69,7 @@ class Runner(ABC):
 
     name: str = ""
     spec: str = ""  # what the user wrote (e.g. ``ssh://pi@board:22``); results record it as their runner
+    shares_files: bool = False  # True when the agent sees this machine's files (so --logits lands here)
 
     @classmethod
     def from_spec(cls, spec: str) -> "Runner":
@@ -81,6 +103,14 @@ def make_runner(spec: str) -> Runner:
         raise ConfigError(f"Runner spec {spec!r} is invalid.", "Use local, qemu-arm64, adb or ssh://user@host[:port].")
     name = spec.split("://", 1)[0] if "://" in spec else spec
     return RUNNERS.get(name).from_spec(spec)
+
+
+def venv_environ(base: dict[str, str] | None = None) -> dict[str, str]:
+    """This process's environment without what would make a venv's Python see other packages or another stdlib."""
+    env = dict(os.environ if base is None else base)
+    for name in ("PYTHONPATH", "PYTHONHOME", "PYTHONUSERBASE", "VIRTUAL_ENV", "__PYVENV_LAUNCHER__"):
+        env.pop(name, None)
+    return env
 
 
 def run_command(cmd: list[str], label: str, timeout_s: float, what: str, **kwargs: Any) -> subprocess.CompletedProcess:
@@ -153,16 +183,24 @@ def parse_agent_output(label: str, returncode: int, stdout: str, stderr: str) ->
 
 @RUNNERS.register("local")
 class LocalRunner(Runner):
-    """The agent in a fresh process of this Python on this machine (so imports and memory are isolated)."""
+    """The agent in a fresh process of this Python on this machine (so imports and memory are isolated).
+
+    ``python`` runs it under another interpreter instead, e.g. a device runtime's venv (device_runtimes.py)."""
 
     name = "local"
+    shares_files = True
+
+    def __init__(self, python: str | Path | None = None) -> None:
+        self.python = str(python) if python is not None else sys.executable
 
     def run_agent(self, agent: Path, model: Path, options: AgentOptions, eval_npz: Path | None,
                   timeout_s: float) -> dict[str, Any]:
-        cmd = [sys.executable, str(agent), str(model), *options.argv()]
+        cmd = [self.python, str(agent), str(model), *options.argv()]
         if eval_npz is not None:
             cmd += ["--npz", str(eval_npz)]
-        proc = run_command(cmd, model.name, timeout_s, "Benchmark")
+        # Another interpreter must not see this venv's packages through inherited PYTHON* variables.
+        env = None if self.python == sys.executable else venv_environ()
+        proc = run_command(cmd, model.name, timeout_s, "Benchmark", env=env)
         return parse_agent_output(model.name, proc.returncode, proc.stdout, proc.stderr)
 
     def where(self, facts: dict[str, Any]) -> str:

@@ -34,7 +34,7 @@ from typing import Callable, Iterator
 
 from ..console import get_console
 from ..errors import BenchError, ConfigError
-from .runners import run_streaming
+from .runners import run_streaming, venv_environ  # noqa: F401  (venv_environ: part of this module's API)
 
 _PIP_HINTS = dict(timeout_hint="Check that the package index is reachable, then try again.",
                   failure_hint="Check that the package index is reachable and that every requirement has a wheel for this Python "
@@ -51,14 +51,6 @@ def default_cache_root() -> Path:
         return Path(env).expanduser()
     cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(cache) / "edge-distill" / "runtimes"
-
-
-def venv_environ(base: dict[str, str] | None = None) -> dict[str, str]:
-    """This process's environment without what would make a venv's Python see other packages or another stdlib."""
-    env = dict(os.environ if base is None else base)
-    for name in ("PYTHONPATH", "PYTHONHOME", "PYTHONUSERBASE", "VIRTUAL_ENV", "__PYVENV_LAUNCHER__"):
-        env.pop(name, None)
-    return env
 
 
 def _python_in(venv: Path) -> Path:
@@ -97,6 +89,33 @@ def _is_ready(venv: Path) -> bool:
     return (venv / READY).is_file() and _python_in(venv).exists()
 
 
+def _requirements(requirements: tuple[str, ...]) -> tuple[str, ...]:
+    reqs = tuple(str(r).strip() for r in requirements)
+    if not reqs or any(not r or r.startswith("-") for r in reqs):
+        raise ConfigError(f"Runtime venv requirements {requirements!r} are invalid.",
+                          "Give pip requirement specifiers, e.g. ('tflite-runtime==2.14.0', 'numpy<2').")
+    return reqs
+
+
+def _venv_dir(reqs: tuple[str, ...], root: Path, identity: tuple[str, str, str]) -> Path:
+    key = hashlib.sha256(json.dumps([reqs, *identity]).encode()).hexdigest()[:12]
+    slug = "_".join(reqs)
+    for op, word in (("==", "-"), ("<=", "-le"), (">=", "-ge"), ("!=", "-ne"), ("~=", "-compat"), ("<", "-lt"), (">", "-gt")):
+        slug = slug.replace(op, word)
+    slug = re.sub(r"[^A-Za-z0-9._]+", "-", slug).strip("-")[:60]  # readable; the hash tells venvs apart
+    return root / f"{slug}-{key}"
+
+
+def find_runtime_venv(requirements: tuple[str, ...], cache_root: Path | str | None = None, *,
+                      base_python: str | os.PathLike | None = None) -> Path | None:
+    """The Python of the finished venv that ``runtime_venv`` would return for these arguments, or None: builds nothing."""
+    reqs = _requirements(requirements)
+    base = str(base_python) if base_python is not None else sys.executable
+    root = Path(cache_root) if cache_root is not None else default_cache_root()
+    venv = _venv_dir(reqs, root, _identity(base))
+    return _python_in(venv) if _is_ready(venv) else None
+
+
 def runtime_venv(requirements: tuple[str, ...], cache_root: Path | str | None = None, *,
                  base_python: str | os.PathLike | None = None, timeout_s: float = 1800,
                  progress: Callable[[str], None] | None = None) -> Path:
@@ -105,20 +124,12 @@ def runtime_venv(requirements: tuple[str, ...], cache_root: Path | str | None = 
     ``base_python`` creates the venv (default: the interpreter beneath this one — ``venv`` never nests,
     so a venv made from inside the host's venv starts from the same base Python, with none of its
     packages).  Raises ``BenchError`` when pip cannot install the requirements (no network, no wheel)."""
-    reqs = tuple(str(r).strip() for r in requirements)
-    if not reqs or any(not r or r.startswith("-") for r in reqs):
-        raise ConfigError(f"Runtime venv requirements {requirements!r} are invalid.",
-                          "Give pip requirement specifiers, e.g. ('tflite-runtime==2.14.0', 'numpy<2').")
+    reqs = _requirements(requirements)
     say = progress or get_console().info
     base = str(base_python) if base_python is not None else sys.executable
     version, machine, base_exe = _identity(base)
-    key = hashlib.sha256(json.dumps([reqs, version, machine, base_exe]).encode()).hexdigest()[:12]
-    slug = "_".join(reqs)
-    for op, word in (("==", "-"), ("<=", "-le"), (">=", "-ge"), ("!=", "-ne"), ("~=", "-compat"), ("<", "-lt"), (">", "-gt")):
-        slug = slug.replace(op, word)
-    slug = re.sub(r"[^A-Za-z0-9._]+", "-", slug).strip("-")[:60]  # readable; the hash tells venvs apart
     root = Path(cache_root) if cache_root is not None else default_cache_root()
-    venv = root / f"{slug}-{key}"
+    venv = _venv_dir(reqs, root, (version, machine, base_exe))
     python = _python_in(venv)
     root.mkdir(parents=True, exist_ok=True)
     with _locked(root / f"{venv.name}.lock"):

@@ -6,7 +6,7 @@ full-INT8 model passes a quality gate or is escalated (``escalate.py``).  ``conv
 whole chain; ``run_onnx`` and ``run_tflite`` are the host-side runners the checks (and the verify stage) use.
 """
 
-from .calibration import InputContract, check_calibration, contract_from_spec
+from .calibration import InputContract, check_calibration
 from .model_info import model_file_info
 from .onnx_export import export_onnx
 from .results import (
@@ -21,11 +21,12 @@ from .results import (
     QuantAttempt,
 )
 from .runtimes import run_onnx, run_tflite
-from .student import FILE_NAMES, OPTIONAL_VARIANTS, convert_student
+from .student import FILE_NAMES, MORE_CALIBRATION_FACTOR, OPTIONAL_VARIANTS, convert_student
 
 __all__ = [
     "DEPLOYABLE",
     "FILE_NAMES",
+    "MORE_CALIBRATION_FACTOR",
     "OPTIONAL_VARIANTS",
     "VARIANTS",
     "CalibrationInfo",
@@ -37,7 +38,6 @@ __all__ = [
     "QualityGate",
     "QuantAttempt",
     "check_calibration",
-    "contract_from_spec",
     "convert_student",
     "export_onnx",
     "model_file_info",

@@ -58,33 +58,6 @@ class InputContract:
         return f"{text} ({self.source})" if self.source else text
 
 
-def contract_from_spec(spec) -> InputContract:
-    """The contract a ``DataSpec`` implies: pixels p in [0, pixel_scale] normalized as ((p / scale) - mean) / std.
-
-    The data stage computes mean and std on the training split, so normalized training data has mean 0 and
-    std 1; a dataset kind without that normalization gets a contract that checks dtype and classes only.
-    """
-    task = getattr(spec, "task", "vision")
-    if task == "text":
-        vocab = getattr(spec, "vocab_size", None)
-        return InputContract(
-            dtype="int32", low=0, high=(vocab - 1) if vocab and vocab > 1 else None,
-            num_classes=getattr(spec, "num_classes", None), source=f"token ids of {spec.name}",
-        )
-    if task != "vision" or not hasattr(spec, "pixel_scale"):
-        return InputContract(num_classes=getattr(spec, "num_classes", None), source=f"{spec.name} inputs")
-    return InputContract(
-        dtype="float32",
-        low=(0.0 - spec.mean) / spec.std,
-        high=(1.0 - spec.mean) / spec.std,
-        mean=0.0,
-        std=1.0,
-        num_classes=spec.num_classes,
-        source=f"pixels in [0, {spec.pixel_scale:g}] normalized as ((p / {spec.pixel_scale:g}) - {spec.mean:.4g}) / {spec.std:.4g}, "
-        "statistics of the training split",
-    )
-
-
 # How far calibration statistics may stray from the training split's before they count as "not normalized
 # like the training data".  A class-balanced draw of >= 10 samples lands well inside these (measured on
 # digits: |mean| < 0.1, std within 5%); raw [0, 1] pixels of a model trained on standardized ones do not.
@@ -113,101 +86,12 @@ def check_calibration(
     contract = contract or InputContract()
     x = np.asarray(x)
     input_shape = tuple(int(d) for d in input_shape)
-    expected = f"(N, {', '.join(map(str, input_shape))})"
-
-    # ---- count --------------------------------------------------------------------------------------
-    if x.ndim == 0 or len(x) == 0:
-        raise _fail("count", "there are none.", "Give at least a few hundred samples from the training split (--calib-count).")
-    need = max(min_count, contract.num_classes or 1)
-    if len(x) < need:
-        raise _fail(
-            "count",
-            f"{len(x)} samples, fewer than the {need} needed" + (f" to cover all {contract.num_classes} classes." if contract.num_classes else "."),
-            "Raise --calib-count (a few hundred class-balanced training samples is typical).",
-        )
-
-    # ---- class balance ------------------------------------------------------------------------------
-    classes = per_min = per_max = None
-    if y is not None:
-        y = np.asarray(y)
-        if len(y) != len(x):
-            raise _fail("count", f"{len(x)} samples but {len(y)} labels.", "Pass one label per calibration sample.")
-        labels, counts = np.unique(y, return_counts=True)
-        classes, per_min, per_max = int(len(labels)), int(counts.min()), int(counts.max())
-        if contract.num_classes:
-            missing = sorted(set(range(contract.num_classes)) - {int(v) for v in labels})
-            if missing:
-                raise _fail(
-                    "class balance",
-                    f"no samples of class(es) {missing[:10]}{' …' if len(missing) > 10 else ''}; activation ranges would be "
-                    "calibrated without them.",
-                    "Draw the calibration set class-balanced from the training split (data.splits.balanced_subset).",
-                )
-        # Round-robin drawing leaves at most one sample of difference unless a class runs out; a 2x spread
-        # means the set was drawn some other way and over-represents some classes.
-        if per_max > 2 * per_min and per_max - per_min > 1:
-            small = labels[counts.argmin()]
-            large = labels[counts.argmax()]
-            raise _fail(
-                "class balance",
-                f"class {small} has {per_min} samples and class {large} has {per_max}.",
-                "Draw the calibration set class-balanced from the training split (data.splits.balanced_subset).",
-            )
-
-    # ---- layout (shape as the torch model sees it) -----------------------------------------------------
-    sample = tuple(int(d) for d in x.shape[1:])
-    if sample != input_shape:
-        if len(input_shape) == 3 and len(sample) == 3 and sample == (input_shape[1], input_shape[2], input_shape[0]):
-            raise _fail(
-                "layout",
-                f"shape {tuple(x.shape)} is NHWC, but the student takes NCHW {expected}.",
-                "Pass samples as the torch model sees them (NCHW); they are transposed to NHWC for TFLite here. "
-                "E.g. x.transpose(0, 3, 1, 2).",
-            )
-        raise _fail("layout", f"shape {tuple(x.shape)}, expected {expected} to match the student input.", "Pass samples shaped like the training inputs.")
-
-    # ---- dtype ----------------------------------------------------------------------------------------
-    wants_float = np.dtype(contract.dtype).kind in FLOAT_KINDS
-    if wants_float and x.dtype.kind not in FLOAT_KINDS:
-        raise _fail(
-            "dtype",
-            f"{x.dtype} values, but the model takes {contract.dtype}" + (" (integer pixels look un-normalized)." if x.dtype.kind in INT_KINDS else "."),
-            f"Convert and normalize them exactly like the training data: {contract.source or 'the same preprocessing'}.",
-        )
-    if not wants_float and x.dtype.kind not in INT_KINDS:
-        raise _fail("dtype", f"{x.dtype} values, but the model takes integer {contract.dtype} (e.g. token ids).", "Pass the tokenized ids, not embeddings or floats.")
-    if not np.all(np.isfinite(x)):
-        raise _fail("value range", "NaN or infinite values.", "Remove or repair those samples.")
-
-    # ---- value range and statistics against the training normalization -------------------------------------
-    xf = x.astype(np.float64, copy=False)
-    lo, hi, mean, std = float(xf.min()), float(xf.max()), float(xf.mean()), float(xf.std())
-    if std == 0:
-        raise _fail(
-            "value range",
-            f"every value is {lo:g}: constant inputs calibrate every activation range to a single point.",
-            "Use real training samples, not blank or padded ones.",
-        )
-    if contract.low is not None and contract.high is not None:
-        slack = RANGE_SLACK * (contract.high - contract.low)
-        if lo < contract.low - slack or hi > contract.high + slack:
-            raise _fail(
-                "value range",
-                f"values span [{lo:.4g}, {hi:.4g}], outside [{contract.low:.4g}, {contract.high:.4g}] that the training "
-                f"normalization produces ({contract.source or 'training data'}).",
-                "Normalize the calibration samples exactly like the training data (same scale, mean and std).",
-            )
-    if contract.mean is not None and contract.std is not None:
-        off = abs(mean - contract.mean) > MEAN_TOLERANCE_STDS * contract.std
-        ratio = std / contract.std
-        if off or not STD_RATIO_RANGE[0] <= ratio <= STD_RATIO_RANGE[1]:
-            raise _fail(
-                "value range",
-                f"mean {mean:.3g} and std {std:.3g}, but the normalized training split has mean {contract.mean:.3g} and std "
-                f"{contract.std:.3g}: they look normalized differently.",
-                f"Apply the training normalization to them: {contract.source or 'the same preprocessing'}.",
-            )
-
+    # The checks run in this order so the error names the most basic thing that is wrong.
+    _check_count(x, contract, min_count)
+    classes, per_min, per_max = _check_class_balance(x, y, contract)
+    _check_layout(x, input_shape)
+    _check_dtype(x, contract)
+    lo, hi, mean, std = _check_values(x, contract)
     return CalibrationInfo(
         count=int(len(x)),
         classes=classes,
@@ -221,6 +105,122 @@ def check_calibration(
         std=round(std, 6),
         expected=contract.describe(),
     )
+
+
+def _check_count(x: np.ndarray, contract: InputContract, min_count: int) -> None:
+    if x.ndim == 0 or len(x) == 0:
+        raise _fail("count", "there are none.", "Give at least a few hundred samples from the training split (--calib-count).")
+    need = max(min_count, contract.num_classes or 1)
+    if len(x) < need:
+        raise _fail(
+            "count",
+            f"{len(x)} samples, fewer than the {need} needed" + (f" to cover all {contract.num_classes} classes." if contract.num_classes else "."),
+            "Raise --calib-count (a few hundred class-balanced training samples is typical).",
+        )
+
+
+def _check_class_balance(
+    x: np.ndarray, y: np.ndarray | None, contract: InputContract
+) -> tuple[int | None, int | None, int | None]:
+    """(classes, fewest, most samples per class), all None without labels."""
+    if y is None:
+        return None, None, None
+    y = np.asarray(y)
+    if len(y) != len(x):
+        raise _fail("count", f"{len(x)} samples but {len(y)} labels.", "Pass one label per calibration sample.")
+    labels, counts = np.unique(y, return_counts=True)
+    classes, per_min, per_max = int(len(labels)), int(counts.min()), int(counts.max())
+    if contract.num_classes:
+        missing = sorted(set(range(contract.num_classes)) - {int(v) for v in labels})
+        if missing:
+            raise _fail(
+                "class balance",
+                f"no samples of class(es) {missing[:10]}{' …' if len(missing) > 10 else ''}; activation ranges would be "
+                "calibrated without them.",
+                "Draw the calibration set class-balanced from the training split (data.splits.balanced_subset).",
+            )
+    # Round-robin drawing leaves at most one sample of difference unless a class runs out; a 2x spread
+    # means the set was drawn some other way and over-represents some classes.
+    if per_max > 2 * per_min and per_max - per_min > 1:
+        small = labels[counts.argmin()]
+        large = labels[counts.argmax()]
+        raise _fail(
+            "class balance",
+            f"class {small} has {per_min} samples and class {large} has {per_max}.",
+            "Draw the calibration set class-balanced from the training split (data.splits.balanced_subset).",
+        )
+    return classes, per_min, per_max
+
+
+def _check_layout(x: np.ndarray, input_shape: tuple[int, ...]) -> None:
+    """The shape as the torch model sees it; NHWC images get their own message because it is the usual slip."""
+    expected = f"(N, {', '.join(map(str, input_shape))})"
+    sample = tuple(int(d) for d in x.shape[1:])
+    if sample != input_shape:
+        if len(input_shape) == 3 and len(sample) == 3 and sample == (input_shape[1], input_shape[2], input_shape[0]):
+            raise _fail(
+                "layout",
+                f"shape {tuple(x.shape)} is NHWC, but the student takes NCHW {expected}.",
+                "Pass samples as the torch model sees them (NCHW); they are transposed to NHWC for TFLite here. "
+                "E.g. x.transpose(0, 3, 1, 2).",
+            )
+        raise _fail("layout", f"shape {tuple(x.shape)}, expected {expected} to match the student input.", "Pass samples shaped like the training inputs.")
+
+
+def _check_dtype(x: np.ndarray, contract: InputContract) -> None:
+    wants_float = np.dtype(contract.dtype).kind in FLOAT_KINDS
+    if wants_float and x.dtype.kind not in FLOAT_KINDS:
+        raise _fail(
+            "dtype",
+            f"{x.dtype} values, but the model takes {contract.dtype}" + (" (integer pixels look un-normalized)." if x.dtype.kind in INT_KINDS else "."),
+            f"Convert and normalize them exactly like the training data: {contract.source or 'the same preprocessing'}.",
+        )
+    if not wants_float and x.dtype.kind not in INT_KINDS:
+        raise _fail("dtype", f"{x.dtype} values, but the model takes integer {contract.dtype} (e.g. token ids).", "Pass the tokenized ids, not embeddings or floats.")
+    if not np.all(np.isfinite(x)):
+        raise _fail("value range", "NaN or infinite values.", "Remove or repair those samples.")
+
+
+def _check_values(x: np.ndarray, contract: InputContract) -> tuple[float, float, float, float]:
+    """(min, max, mean, std) of the samples, once they are known to be normalized like the training data."""
+    xf = x.astype(np.float64, copy=False)
+    lo, hi, mean, std = float(xf.min()), float(xf.max()), float(xf.mean()), float(xf.std())
+    if std == 0:
+        raise _fail(
+            "value range",
+            f"every value is {lo:g}: constant inputs calibrate every activation range to a single point.",
+            "Use real training samples, not blank or padded ones.",
+        )
+    _check_range(lo, hi, contract)
+    _check_statistics(mean, std, contract)
+    return lo, hi, mean, std
+
+
+def _check_range(lo: float, hi: float, contract: InputContract) -> None:
+    if contract.low is None or contract.high is None:
+        return
+    slack = RANGE_SLACK * (contract.high - contract.low)
+    if lo < contract.low - slack or hi > contract.high + slack:
+        raise _fail(
+            "value range",
+            f"values span [{lo:.4g}, {hi:.4g}], outside [{contract.low:.4g}, {contract.high:.4g}] that the training "
+            f"normalization produces ({contract.source or 'training data'}).",
+            "Normalize the calibration samples exactly like the training data (same scale, mean and std).",
+        )
+
+
+def _check_statistics(mean: float, std: float, contract: InputContract) -> None:
+    if contract.mean is None or contract.std is None:
+        return
+    off = abs(mean - contract.mean) > MEAN_TOLERANCE_STDS * contract.std
+    ratio = std / contract.std
+    if off or not STD_RATIO_RANGE[0] <= ratio <= STD_RATIO_RANGE[1]:
+        raise _fail(
+            "value range",
+            f"mean {mean:.3g} and std {std:.3g}, but the normalized training split has mean {contract.mean:.3g} and std "
+            f"{contract.std:.3g}: they look normalized differently.",
+            f"Apply the training normalization to them: {contract.source or 'the same preprocessing'}.",
+        )
 
 
 def to_model_input(x: np.ndarray, model_shape: tuple[int, ...], model_dtype: str) -> tuple[np.ndarray, str]:

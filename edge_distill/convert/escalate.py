@@ -47,6 +47,7 @@ class Judge:
         max_drop_points: float,
         work_dir: Path,
         threads: int = 2,
+        tflite_logits: Callable[..., np.ndarray] = run_tflite,
     ) -> None:
         if max_drop_points < 0:
             raise ConversionError(f"max_int8_drop must be ≥ 0 accuracy points, got {max_drop_points}.", "Use e.g. 1.0.")
@@ -58,6 +59,8 @@ class Judge:
         self.max_drop = float(max_drop_points)
         self.work = work_dir
         self.threads = threads
+        # The runtime the device will run (bench.device_scoring) judges the candidates; by default this process's LiteRT.
+        self.tflite_logits = tflite_logits
         self.reference_accuracy = None if self.y is None else float(np.mean(self.reference == self.y))
 
     @property
@@ -75,7 +78,7 @@ class Judge:
 
     def score(self, path: Path, xnnpack: bool = True) -> tuple[float | None, float, float]:
         """(accuracy or None, agreement, drop in points) of the model at ``path``."""
-        predicted = run_tflite(path, self.x, self.threads, xnnpack=xnnpack).argmax(1)
+        predicted = self.tflite_logits(path, self.x, self.threads, xnnpack=xnnpack).argmax(1)
         agreement = float(np.mean(predicted == self.reference))
         if self.y is None:
             return None, agreement, 100.0 * (1.0 - agreement)
@@ -143,10 +146,35 @@ class Outcome:
 
 def climb(judge: Judge, ladder: Ladder, escalate: bool = True) -> Outcome:
     """Run the baseline and, when it fails the gate and ``escalate`` is on, the rungs above it."""
-    out = Outcome()
-    step = 0
+    climber = _Climber(judge, ladder)
+    rungs = [climber.baseline]
+    if escalate:
+        rungs += [climber.more_calibration, climber.per_tensor, climber.int16_activations, climber.float_fallback]
+    for rung in rungs:
+        if rung():  # the first model that passes ships: nothing above it is tried
+            break
+    return _finish(climber.out, climber.base_path)
 
-    def record(attempt: QuantAttempt, path: Path | None) -> bool:
+
+class _Climber:
+    """One climb's state: the attempts so far, their step numbers, and the best calibration for the rungs above."""
+
+    def __init__(self, judge: Judge, ladder: Ladder) -> None:
+        self.judge = judge
+        self.ladder = ladder
+        self.out = Outcome()
+        self.step = 0
+        self.base_path: Path | None = None
+        self.best_calibrated = ladder.calibrated
+        self.best_drop: float | None = None
+
+    def _attempt(self, strategy: str, variant: str, settings: str, build: Callable[[], bytes]) -> tuple[QuantAttempt, Path | None]:
+        self.step += 1
+        return self.judge.attempt(self.step, strategy, variant, settings, build)
+
+    def _record(self, attempt: QuantAttempt, path: Path | None) -> bool:
+        """Keep the attempt; True (and published) when it passed the gate."""
+        out = self.out
         out.attempts.append(attempt)
         if attempt.passed and path is not None:
             out.published[attempt.variant] = path
@@ -155,77 +183,91 @@ def climb(judge: Judge, ladder: Ladder, escalate: bool = True) -> Outcome:
             return True
         return False
 
-    step += 1
-    base, base_path = judge.attempt(
-        step, "baseline", "tflite_int8", f"full INT8, per-channel weights, {ladder.calib_count} calibration samples",
-        lambda: ladder.quantize(ladder.calibrated, per_channel=True),
-    )
-    if record(base, base_path) or not escalate:
-        return _finish(out, base_path)
+    def _record_no_model(self, settings: str, error: str) -> None:
+        """A float-fallback attempt that failed before there was a model to score."""
+        self.step += 1
+        self.out.attempts.append(QuantAttempt(self.step, "float_fallback", "tflite_mixed", settings, None, None, None, False,
+                                              None, 0.0, error=error[:300]))
 
-    # Rung 2: a larger, different draw.  Keep whichever calibration scored better for the rungs above.
-    best_calibrated, best_drop = ladder.calibrated, base.drop_points
-    if ladder.recalibrate is not None:
-        step += 1
+    @property
+    def calib_note(self) -> str:
+        return "the base calibration" if self.best_calibrated is self.ladder.calibrated else f"the {self.ladder.pool_count}-sample calibration"
+
+    def baseline(self) -> bool:
+        ladder = self.ladder
+        base, self.base_path = self._attempt(
+            "baseline", "tflite_int8", f"full INT8, per-channel weights, {ladder.calib_count} calibration samples",
+            lambda: ladder.quantize(ladder.calibrated, per_channel=True),
+        )
+        self.best_drop = base.drop_points
+        return self._record(base, self.base_path)
+
+    def more_calibration(self) -> bool:
+        """Rung 2: a larger, different draw.  Keep whichever calibration scored better for the rungs above."""
+        ladder = self.ladder
+        if ladder.recalibrate is None:
+            return False
         holder: dict[str, bytes] = {}
 
         def more() -> bytes:
             holder["calibrated"] = ladder.recalibrate()
             return ladder.quantize(holder["calibrated"], per_channel=True)
 
-        attempt, path = judge.attempt(
-            step, "more_calibration", "tflite_int8",
+        attempt, path = self._attempt(
+            "more_calibration", "tflite_int8",
             f"full INT8, per-channel weights, recalibrated on a larger, differently drawn set of {ladder.pool_count} "
             "class-balanced training samples", more,
         )
-        if record(attempt, path):
-            return _finish(out, base_path)
-        if "calibrated" in holder and _better(attempt.drop_points, best_drop):
-            best_calibrated, best_drop = holder["calibrated"], attempt.drop_points
-    calib_note = "the base calibration" if best_calibrated is ladder.calibrated else f"the {ladder.pool_count}-sample calibration"
+        if self._record(attempt, path):
+            return True
+        if "calibrated" in holder and _better(attempt.drop_points, self.best_drop):
+            self.best_calibrated, self.best_drop = holder["calibrated"], attempt.drop_points
+        return False
 
-    step += 1
-    attempt, path = judge.attempt(
-        step, "per_tensor", "tflite_int8", f"full INT8, per-tensor weights, {calib_note}",
-        lambda: ladder.quantize(best_calibrated, per_channel=False),
-    )
-    if record(attempt, path):
-        return _finish(out, base_path)
-
-    if ladder.int16x8 is not None:
-        step += 1
-        attempt, path = judge.attempt(
-            step, "int16_activations", "tflite_int16x8", "int8 weights, int16 activations and I/O (16x8)", ladder.int16x8
+    def per_tensor(self) -> bool:
+        attempt, path = self._attempt(
+            "per_tensor", "tflite_int8", f"full INT8, per-tensor weights, {self.calib_note}",
+            lambda: self.ladder.quantize(self.best_calibrated, per_channel=False),
         )
-        if record(attempt, path):
-            return _finish(out, base_path)
+        return self._record(attempt, path)
 
-    if ladder.ranking is not None and ladder.fallback_nodes is not None:
-        try:
-            ranking = ladder.ranking()
-        except ConversionError as exc:
-            ranking = []
-            step += 1
-            out.attempts.append(QuantAttempt(step, "float_fallback", "tflite_mixed", "keep the worst layers in float", None, None,
-                                             None, False, None, 0.0, error=f"no per-layer ranking: {exc.message.splitlines()[0]}"[:300]))
+    def int16_activations(self) -> bool:
+        if self.ladder.int16x8 is None:
+            return False
+        attempt, path = self._attempt(
+            "int16_activations", "tflite_int16x8", "int8 weights, int16 activations and I/O (16x8)", self.ladder.int16x8
+        )
+        return self._record(attempt, path)
+
+    def float_fallback(self) -> bool:
+        """Keep the k worst layers (and their consumers) in float, k = 1 .. max_float_layers."""
+        ladder = self.ladder
+        if ladder.ranking is None or ladder.fallback_nodes is None:
+            return False
+        ranking = self._ranking()
         for k in range(1, min(ladder.max_float_layers, len(ranking)) + 1):
             try:
                 nodes = ladder.fallback_nodes(ladder.calibrated, ranking, k)
             except Exception as exc:  # reading the graph failed: record it, there is nothing left to try
-                step += 1
-                out.attempts.append(QuantAttempt(step, "float_fallback", "tflite_mixed", f"keep the {k} worst layer(s) in float",
-                                                 None, None, None, False, None, 0.0, error=f"{type(exc).__name__}: {exc}"[:300]))
-                break
-            step += 1
-            attempt, path = judge.attempt(
-                step, "float_fallback", "tflite_mixed",
+                self._record_no_model(f"keep the {k} worst layer(s) in float", f"{type(exc).__name__}: {exc}")
+                return False
+            attempt, path = self._attempt(
+                "float_fallback", "tflite_mixed",
                 f"INT8 with the {k} worst layer{'s' if k > 1 else ''} and {'their' if k > 1 else 'its'} consumers in float "
-                f"({len(nodes)} ops), {calib_note}",
-                lambda nodes=nodes: ladder.quantize(best_calibrated, per_channel=True, float_nodes=nodes),
+                f"({len(nodes)} ops), {self.calib_note}",
+                lambda nodes=nodes: ladder.quantize(self.best_calibrated, per_channel=True, float_nodes=nodes),
             )
-            if record(attempt, path):
-                return _finish(out, base_path)
-    return _finish(out, base_path)
+            if self._record(attempt, path):
+                return True
+        return False
+
+    def _ranking(self) -> list[str]:
+        """Worst layers first; without a ranking, an empty one and a failed attempt that says why."""
+        try:
+            return self.ladder.ranking()
+        except ConversionError as exc:
+            self._record_no_model("keep the worst layers in float", f"no per-layer ranking: {exc.message.splitlines()[0]}")
+            return []
 
 
 def _better(drop: float | None, than: float | None) -> bool:

@@ -171,6 +171,7 @@ class ConvertResult:
     layer_error_note: str = ""  # what the per-layer analysis ran on, or why it could not run
     calibration: CalibrationInfo | None = None
     notes: tuple[str, ...] = ()  # optional variants that could not be built, and why
+    gate_runtime: str = ""  # the TFLite runtime that judged the INT8 candidates, e.g. "ai_edge_litert 2.3.0 (device runtime)"
 
     @property
     def deploy_variant(self) -> str | None:

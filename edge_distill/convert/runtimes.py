@@ -40,6 +40,16 @@ def _unreadable(path: Path, kind: str, exc: BaseException) -> ConversionError:
     )
 
 
+def converter_runtime() -> str:
+    """The LiteRT this process runs (the version onnx2tf pins for conversion), in words."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return f"ai_edge_litert {version('ai-edge-litert')} (the converter's, in-process)"
+    except PackageNotFoundError:  # pragma: no cover - the toolchain pins it
+        return "ai_edge_litert (the converter's, in-process)"
+
+
 # ---- ONNX ------------------------------------------------------------------------------------------
 def onnx_session(path: Path, threads: int = 2, graph_optimizations: bool = True) -> Any:
     """``graph_optimizations=False`` runs a QDQ graph op by op in float (quantization simulated), instead of

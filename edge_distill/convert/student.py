@@ -30,18 +30,18 @@ import numpy as np
 if TYPE_CHECKING:  # torch is imported where it is used, so importing this package stays cheap
     import torch
 
-from ..console import get_console
+from ..console import Console, get_console
 from ..errors import ConversionError, DataError
 from ..rundir import RunDir
 from . import checks as hop_checks
 from . import tflite_quant
 from .calibration import InputContract, check_calibration, to_model_input
-from .escalate import Judge, Ladder, climb
+from .escalate import Judge, Ladder, Outcome, climb
 from .model_info import model_file_info
 from .onnx_export import OPSET, export_onnx
 from .quiet import captured_output
-from .results import ConvertResult, HopCheck, LayerError, reference_kernels_note
-from .runtimes import run_onnx, run_tflite, tflite_interpreter
+from .results import CalibrationInfo, ConvertResult, HopCheck, LayerError, ModelFile, reference_kernels_note
+from .runtimes import converter_runtime, run_onnx, run_tflite, tflite_interpreter
 from .tflite_convert import onnx_to_tflite_fp32
 
 FILE_NAMES = {
@@ -58,6 +58,8 @@ FILE_NAMES = {
 # (onnx_fp32, tflite_fp32, tflite_int8) or only by the escalation (tflite_mixed).
 OPTIONAL_VARIANTS = ("tflite_fp16", "tflite_dynamic", "tflite_int16x8", "onnx_int8_qdq")
 LAYER_ANALYSIS_SAMPLES = 64  # enough for stable per-layer averages; the debugger runs one sample at a time
+# The quality gate's "more calibration" rung factor: that rung recalibrates on a class-balanced draw this many
+# times the size of the build's calibration set, so the convert stage sizes ``more_calib_x`` with it.
 MORE_CALIBRATION_FACTOR = 4
 
 
@@ -148,6 +150,8 @@ def convert_student(
     variants: Iterable[str] | None = None,
     layer_analysis: bool = True,
     threads: int = 2,
+    tflite_logits: Callable[..., np.ndarray] | None = None,
+    gate_runtime: str = "",
 ) -> ConvertResult:
     """Convert an eval-mode float32 classifier (NCHW in, logits out), verify every hop, gate the INT8 model.
 
@@ -155,24 +159,18 @@ def convert_student(
     ``contract`` first (``CalibrationError`` on a mismatch).  ``check_x`` are held-out samples for the hop
     checks and the quality gate; with ``check_y`` the gate compares accuracy, without it top-1 agreement.
     When full INT8 loses more than ``max_int8_drop`` points, the gate escalates (``escalate.py``);
-    ``more_calib_x`` feeds its "more calibration" rung.  ``variants`` limits the optional ledger variants
+    ``more_calib_x`` feeds its "more calibration" rung.  ``tflite_logits`` (``run_tflite``'s signature) scores the INT8
+    candidates for the gate -- the device's runtime (``bench.device_scoring``); default: this process's LiteRT, which
+    ``gate_runtime`` then names in the result.  ``variants`` limits the optional ledger variants
     (default: all of ``OPTIONAL_VARIANTS``).  Writes the files under ``<subdir>/`` (names in ``FILE_NAMES``).
     Raises ``ConversionError`` listing every failed float hop, with the numbers; a quantized model that
     fails the gate does not raise -- ``result.deploy_variant`` is then None.
     """
     console = get_console()
     input_shape = tuple(int(d) for d in input_shape)
-    if not 0.0 < int8_min_agreement <= 1.0:
-        raise ConversionError(f"int8_min_agreement must be in (0, 1], got {int8_min_agreement}")
-    wanted = set(OPTIONAL_VARIANTS if variants is None else variants)
-    unknown = wanted - set(OPTIONAL_VARIANTS)
-    if unknown:
-        raise ConversionError(f"Unknown optional variant(s) {sorted(unknown)}.", f"Choose from {', '.join(OPTIONAL_VARIANTS)}.")
-    calibration = check_calibration(calib_x, input_shape, contract, calib_y)
-    calib_x = _float32_unless_integer(calib_x)
-    if more_calib_x is not None:
-        check_calibration(more_calib_x, input_shape, contract)
-        more_calib_x = _float32_unless_integer(more_calib_x)
+    # Every input is checked before anything is written, so a bad call leaves the run directory untouched.
+    wanted = _wanted_variants(int8_min_agreement, variants)
+    calibration, calib_x, more_calib_x = _checked_calibration(calib_x, calib_y, more_calib_x, input_shape, contract)
     check_x = _validate_samples("check_x", check_x, input_shape)
     model.eval()
 
@@ -180,192 +178,336 @@ def convert_student(
     out_dir.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=".convert-", dir=out_dir))
     started = time.perf_counter()
-    checks: list[HopCheck] = []
-    notes: list[str] = []
-    layer_errors: list[LayerError] = []
-    layer_note = ""
-    built: dict[str, Path] = {}
+    hops = _Conversion(
+        console, model, input_shape, calib_x=calib_x, check_x=check_x, check_y=check_y, more_calib_x=more_calib_x,
+        calibration=calibration, wanted=wanted, work=work, threads=threads, int8_min_agreement=int8_min_agreement,
+        max_int8_drop=max_int8_drop, escalate=escalate, tflite_logits=tflite_logits or run_tflite,
+        gate_runtime=gate_runtime or converter_runtime(),
+    )
     try:
         with _scratch_tempdir(work):
-            # ---- torch -> ONNX -------------------------------------------------------------------
-            console.stage("convert", f"torch -> ONNX (opset {OPSET}, static batch 1)")
-            # Token ids keep their integer type into the graph (a Gather index); images are float32.
-            onnx_path = export_onnx(model, input_shape, work / FILE_NAMES["onnx_fp32"], input_dtype=check_x.dtype.name if check_x.dtype.kind in "iu" else "float32")
-            built["onnx_fp32"] = onnx_path
-            torch_logits = _torch_logits(model, check_x)
-            onnx_logits = run_onnx(onnx_path, check_x, threads)
-            checks.append(hop_checks.compare_float("torch->onnx", torch_logits, onnx_logits, hop_checks.TORCH_ONNX_ATOL))
-            console.stage("convert", checks[-1].describe())
-
-            # ---- ONNX -> TFLite fp32 (onnx2tf) ---------------------------------------------------
-            console.stage("convert", "ONNX -> TFLite fp32 (onnx2tf, NCHW -> NHWC)")
-            # onnx2tf runs the graph on sample images for its shape checks; these are the ones it gets (see tflite_convert).
-            samples_nhwc = np.transpose(check_x[:20], (0, 2, 3, 1)) if check_x.ndim == 4 else check_x[:20]
-            try:
-                with captured_output() as log:
-                    saved_model, fp32_tmp = onnx_to_tflite_fp32(onnx_path, work / "onnx2tf", samples_nhwc)
-            except ConversionError as exc:
-                hop_checks.raise_if_failed(checks, [_hop_failed("onnx->tflite_fp32", exc, log.tail())])
-                raise
-            fp32_path = work / FILE_NAMES["tflite_fp32"]
-            os.replace(fp32_tmp, fp32_path)
-            built["tflite_fp32"] = fp32_path
-            fp32_logits = run_tflite(fp32_path, check_x, threads)
-            checks.append(hop_checks.compare_float("onnx->tflite_fp32", onnx_logits, fp32_logits, hop_checks.ONNX_TFLITE_ATOL))
-            console.stage("convert", checks[-1].describe())
-            # A broken float hop makes every quantized model meaningless: stop before calibrating anything.
-            hop_checks.raise_if_failed(checks)
-
-            # ---- calibration contract against the converted model's real input -----------------------
-            model_input = tflite_interpreter(fp32_path, threads=1).get_input_details()[0]
-            model_shape = tuple(int(d) for d in model_input["shape"])
-            model_dtype = np.dtype(model_input["dtype"]).name
-            calib_m, layout = to_model_input(calib_x, model_shape, model_dtype)
-            calibration = _with_layout(calibration, layout)
-            check_m, _ = to_model_input(check_x, model_shape, model_dtype)
-
-            # ---- float16 and dynamic range (no calibration) -------------------------------------------
-            if "tflite_fp16" in wanted:
-                fp16_src = saved_model / "model_float16.tflite"
-
-                def fp16() -> Path:
-                    if not fp16_src.is_file():
-                        raise ConversionError("onnx2tf did not write model_float16.tflite.")
-                    target = work / FILE_NAMES["tflite_fp16"]
-                    shutil.copyfile(fp16_src, target)
-                    return target
-
-                _store(built, "tflite_fp16", _optional(notes, "tflite_fp16", fp16))
-            if "tflite_dynamic" in wanted:
-                console.stage("convert", "TFLite dynamic range (int8 weights, float activations)")
-                _store(built, "tflite_dynamic", _optional(notes, "tflite_dynamic", lambda: _write(
-                    work / FILE_NAMES["tflite_dynamic"], tflite_quant.convert_dynamic_range(saved_model))))
-
-            # ---- full INT8: calibrate once, then quantize as many ways as the gate needs ----------------------
-            console.stage("convert", f"calibrating INT8 on {len(calib_x)} samples ({layout}, {calibration.expected})")
-            try:
-                with captured_output() as log:
-                    calibrated = tflite_quant.calibrate(saved_model, calib_m)
-            except ConversionError as exc:
-                hop_checks.raise_if_failed(checks, [_hop_failed("tflite_fp32->tflite_int8", exc, log.tail())])
-                raise
-
-            int16_cache: dict[str, bytes] = {}
-
-            def int16x8() -> bytes:
-                if "model" not in int16_cache:
-                    with captured_output():
-                        int16_cache["model"] = tflite_quant.convert_int16x8(saved_model, calib_m)
-                return int16_cache["model"]
-
-            if "tflite_int16x8" in wanted:
-                console.stage("convert", "TFLite int16 activations / int8 weights (16x8)")
-                _store(built, "tflite_int16x8", _optional(notes, "tflite_int16x8", lambda: _write(work / FILE_NAMES["tflite_int16x8"], int16x8())))
-
-            ranking_cache: dict[str, list[str]] = {}
+            hops.torch_to_onnx()
+            hops.onnx_to_tflite_fp32()
+            hops.fit_samples_to_model_input()
+            hops.build_fp16()
+            hops.build_dynamic_range()
+            hops.calibrate_int8()
+            hops.build_int16x8()
             if layer_analysis:
-                console.stage("convert", f"per-layer INT8 error analysis on {min(len(check_m), LAYER_ANALYSIS_SAMPLES)} held-out samples")
-                layer_errors, ranking, layer_note = _layer_analysis(calibrated, check_m[:LAYER_ANALYSIS_SAMPLES])
-                if ranking is not None:
-                    ranking_cache["ranking"] = ranking
-
-            def ranking() -> list[str]:
-                if "ranking" not in ranking_cache:
-                    _, ranked, note = _layer_analysis(calibrated, check_m[:LAYER_ANALYSIS_SAMPLES])
-                    if ranked is None:
-                        raise ConversionError(note)
-                    ranking_cache["ranking"] = ranked
-                return ranking_cache["ranking"]
-
-            def quantize(calibrated_model: bytes, per_channel: bool = True, float_nodes: Iterable[str] = ()) -> bytes:
-                with captured_output():
-                    return tflite_quant.quantize_calibrated(calibrated_model, per_channel=per_channel, float_nodes=float_nodes)
-
-            def recalibrate() -> bytes:
-                more_m, _ = to_model_input(more_calib_x, model_shape, model_dtype)
-                with captured_output():
-                    return tflite_quant.calibrate(saved_model, more_m)
-
-            from .layer_error import float_fallback_nodes
-
-            judge = Judge(check_x, check_y, torch_logits, max_int8_drop, work, threads)
-            ladder = Ladder(
-                calibrated=calibrated,
-                calib_count=len(calib_x),
-                quantize=quantize,
-                recalibrate=recalibrate if more_calib_x is not None else None,
-                pool_count=0 if more_calib_x is None else len(more_calib_x),
-                int16x8=int16x8,
-                ranking=ranking,
-                fallback_nodes=float_fallback_nodes,
-            )
-            outcome = climb(judge, ladder, escalate=escalate)
-            for attempt in outcome.attempts:
-                console.stage("convert", _describe_attempt(attempt, judge))
-            for variant, path in outcome.published.items():
-                target = work / FILE_NAMES[variant]
-                if path != target:
-                    os.replace(path, target)
-                built[variant] = target
-            if "tflite_int8" in built:
-                int8_logits = run_tflite(built["tflite_int8"], check_x, threads)
-                # Informational now: the gate above decides what may ship; this says what plain INT8 did to top-1.
-                checks.append(hop_checks.compare_top1("tflite_fp32->tflite_int8", fp32_logits, int8_logits, int8_min_agreement))
-                console.stage("convert", checks[-1].describe())
-            else:
-                # Built but unusable (e.g. LiteRT refuses to prepare it): there is no tflite_int8 file to publish, and
-                # the ledger shows the row as missing; the gate's attempts say why.
-                notes.append(f"tflite_int8: the full-INT8 model could not be used — {outcome.attempts[0].error}")
-
-            # ---- the peer toolchain: ONNX Runtime static INT8 ------------------------------------------------
-            if "onnx_int8_qdq" in wanted:
-                from .onnx_quant import quantize_onnx_qdq
-
-                console.stage("convert", "ONNX Runtime static INT8 (QDQ, per-channel)")
-                _store(built, "onnx_int8_qdq", _optional(notes, "onnx_int8_qdq", lambda: quantize_onnx_qdq(
-                    onnx_path, calib_x, work / FILE_NAMES["onnx_int8_qdq"], work / "ort")))
-                if "onnx_int8_qdq" in built:
-                    from .onnx_quant import kernel_note
-
-                    qdq = built["onnx_int8_qdq"]
-                    note = kernel_note(onnx_logits, run_onnx(qdq, check_x, threads), run_onnx(qdq, check_x, threads, graph_optimizations=False))
-                    if note:
-                        notes.append(note)
-
-            # ---- publish ---------------------------------------------------------------------------
-            files = []
-            for variant, name in FILE_NAMES.items():  # FILE_NAMES order is the ledger's order
-                if variant not in built:
-                    continue
-                final = out_dir / name
-                os.replace(built[variant], final)
-                files.append(model_file_info(run, variant, final, input_shape))
-            # Files of an earlier conversion that this one did not produce (e.g. tflite_mixed) must not linger
-            # next to the new ones looking current.
-            for variant, name in FILE_NAMES.items():
-                if variant not in built and (out_dir / name).exists():
-                    (out_dir / name).unlink()
+                hops.analyse_int8_layers()
+            hops.gate_int8()
+            hops.check_plain_int8()
+            hops.build_onnx_int8_qdq()
+            files = hops.publish(run, out_dir)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    return hops.result(files, started)
 
-    gate = judge.gate(outcome.deploy_variant)
-    console.stage(
-        "convert",
-        f"done in {time.perf_counter() - started:.1f} s: "
-        + ", ".join(f"{f.path} ({f.bytes / 1024:.1f} KiB)" for f in files)
-        + (f"; ships {gate.deploy_variant}" if gate.deploy_variant else "; NO quantized model met the quality gate"),
-    )
-    return ConvertResult(
-        files=tuple(files),
-        checks=tuple(checks),
-        gate=gate,
-        attempts=tuple(outcome.attempts),
-        layer_errors=tuple(layer_errors),
-        layer_error_note=layer_note,
-        calibration=calibration,
-        notes=tuple(notes),
-    )
 
+def _wanted_variants(int8_min_agreement: float, variants: Iterable[str] | None) -> set[str]:
+    """The optional variants to build, after refusing arguments that could never work."""
+    if not 0.0 < int8_min_agreement <= 1.0:
+        raise ConversionError(f"int8_min_agreement must be in (0, 1], got {int8_min_agreement}")
+    wanted = set(OPTIONAL_VARIANTS if variants is None else variants)
+    unknown = wanted - set(OPTIONAL_VARIANTS)
+    if unknown:
+        raise ConversionError(f"Unknown optional variant(s) {sorted(unknown)}.", f"Choose from {', '.join(OPTIONAL_VARIANTS)}.")
+    return wanted
+
+
+def _checked_calibration(
+    calib_x: np.ndarray,
+    calib_y: np.ndarray | None,
+    more_calib_x: np.ndarray | None,
+    input_shape: tuple[int, ...],
+    contract: InputContract | None,
+) -> tuple[CalibrationInfo, np.ndarray, np.ndarray | None]:
+    """Both calibration sets checked against the contract, then cast as the exported graph expects."""
+    calibration = check_calibration(calib_x, input_shape, contract, calib_y)
+    calib_x = _float32_unless_integer(calib_x)
+    if more_calib_x is not None:
+        check_calibration(more_calib_x, input_shape, contract)
+        more_calib_x = _float32_unless_integer(more_calib_x)
+    return calibration, calib_x, more_calib_x
+
+
+class _Conversion:
+    """One conversion's hops, in the order ``convert_student`` calls them, and the state they hand on.
+
+    Every file is written into the scratch directory ``work`` and recorded in ``built``; only ``publish``
+    moves files into the run directory, so a hop that raises leaves nothing there that looks finished.
+    """
+
+    # Set by the hops, for the hops after them.
+    onnx_path: Path
+    torch_logits: np.ndarray
+    onnx_logits: np.ndarray
+    saved_model: Path
+    fp32_path: Path
+    fp32_logits: np.ndarray
+    model_shape: tuple[int, ...]
+    model_dtype: str
+    calib_m: np.ndarray
+    check_m: np.ndarray
+    layout: str
+    calibrated: bytes
+    judge: Judge
+    outcome: Outcome
+
+    def __init__(
+        self,
+        console: Console,
+        model: torch.nn.Module,
+        input_shape: tuple[int, ...],
+        *,
+        calib_x: np.ndarray,
+        check_x: np.ndarray,
+        check_y: np.ndarray | None,
+        more_calib_x: np.ndarray | None,
+        calibration: CalibrationInfo,
+        wanted: set[str],
+        work: Path,
+        threads: int,
+        int8_min_agreement: float,
+        max_int8_drop: float,
+        escalate: bool,
+        tflite_logits: Callable[..., np.ndarray],
+        gate_runtime: str,
+    ) -> None:
+        self.console = console
+        self.tflite_logits, self.gate_runtime = tflite_logits, gate_runtime
+        self.model = model
+        self.input_shape = input_shape
+        self.calib_x, self.check_x, self.check_y, self.more_calib_x = calib_x, check_x, check_y, more_calib_x
+        self.calibration = calibration
+        self.wanted = wanted
+        self.work = work
+        self.threads = threads
+        self.int8_min_agreement = int8_min_agreement
+        self.max_int8_drop = max_int8_drop
+        self.escalate = escalate
+        # What the result reports, filled in hop by hop.
+        self.checks: list[HopCheck] = []
+        self.notes: list[str] = []
+        self.layer_errors: list[LayerError] = []
+        self.layer_note = ""
+        self.built: dict[str, Path] = {}
+        # Both the ledger (or the report) and a rung of the gate may ask for these; each is computed at most once.
+        self._int16x8_model: bytes | None = None
+        self._ranking: list[str] | None = None
+
+    def _stage(self, message: str) -> None:
+        self.console.stage("convert", message)
+
+    def _build_optional(self, variant: str, build: Callable[[], Path]) -> None:
+        _store(self.built, variant, _optional(self.notes, variant, build))
+
+    # ---- torch -> ONNX ------------------------------------------------------------------------------------
+
+    def torch_to_onnx(self) -> None:
+        check_x = self.check_x
+        self._stage(f"torch -> ONNX (opset {OPSET}, static batch 1)")
+        # Token ids keep their integer type into the graph (a Gather index); images are float32.
+        input_dtype = check_x.dtype.name if check_x.dtype.kind in "iu" else "float32"
+        self.onnx_path = export_onnx(self.model, self.input_shape, self.work / FILE_NAMES["onnx_fp32"], input_dtype=input_dtype)
+        self.built["onnx_fp32"] = self.onnx_path
+        self.torch_logits = _torch_logits(self.model, check_x)
+        self.onnx_logits = run_onnx(self.onnx_path, check_x, self.threads)
+        self.checks.append(hop_checks.compare_float("torch->onnx", self.torch_logits, self.onnx_logits, hop_checks.TORCH_ONNX_ATOL))
+        self._stage(self.checks[-1].describe())
+
+    # ---- ONNX -> TFLite fp32 (onnx2tf) --------------------------------------------------------------------
+
+    def onnx_to_tflite_fp32(self) -> None:
+        check_x = self.check_x
+        self._stage("ONNX -> TFLite fp32 (onnx2tf, NCHW -> NHWC)")
+        # onnx2tf runs the graph on sample images for its shape checks; these are the ones it gets (see tflite_convert).
+        samples_nhwc = np.transpose(check_x[:20], (0, 2, 3, 1)) if check_x.ndim == 4 else check_x[:20]
+        try:
+            with captured_output() as log:
+                self.saved_model, fp32_tmp = onnx_to_tflite_fp32(self.onnx_path, self.work / "onnx2tf", samples_nhwc)
+        except ConversionError as exc:
+            hop_checks.raise_if_failed(self.checks, [_hop_failed("onnx->tflite_fp32", exc, log.tail())])
+            raise
+        self.fp32_path = self.work / FILE_NAMES["tflite_fp32"]
+        os.replace(fp32_tmp, self.fp32_path)
+        self.built["tflite_fp32"] = self.fp32_path
+        self.fp32_logits = run_tflite(self.fp32_path, check_x, self.threads)
+        self.checks.append(hop_checks.compare_float("onnx->tflite_fp32", self.onnx_logits, self.fp32_logits, hop_checks.ONNX_TFLITE_ATOL))
+        self._stage(self.checks[-1].describe())
+        # A broken float hop makes every quantized model meaningless: stop before calibrating anything.
+        hop_checks.raise_if_failed(self.checks)
+
+    def fit_samples_to_model_input(self) -> None:
+        """The calibration contract checked against the converted model's real input (layout and dtype)."""
+        model_input = tflite_interpreter(self.fp32_path, threads=1).get_input_details()[0]
+        self.model_shape = tuple(int(d) for d in model_input["shape"])
+        self.model_dtype = np.dtype(model_input["dtype"]).name
+        self.calib_m, self.layout = to_model_input(self.calib_x, self.model_shape, self.model_dtype)
+        self.calibration = _with_layout(self.calibration, self.layout)
+        self.check_m, _ = to_model_input(self.check_x, self.model_shape, self.model_dtype)
+
+    # ---- float16 and dynamic range (no calibration) ---------------------------------------------------------
+
+    def build_fp16(self) -> None:
+        if "tflite_fp16" not in self.wanted:
+            return
+        fp16_src = self.saved_model / "model_float16.tflite"
+
+        def fp16() -> Path:
+            if not fp16_src.is_file():
+                raise ConversionError("onnx2tf did not write model_float16.tflite.")
+            target = self.work / FILE_NAMES["tflite_fp16"]
+            shutil.copyfile(fp16_src, target)
+            return target
+
+        self._build_optional("tflite_fp16", fp16)
+
+    def build_dynamic_range(self) -> None:
+        if "tflite_dynamic" not in self.wanted:
+            return
+        self._stage("TFLite dynamic range (int8 weights, float activations)")
+        self._build_optional("tflite_dynamic", lambda: _write(
+            self.work / FILE_NAMES["tflite_dynamic"], tflite_quant.convert_dynamic_range(self.saved_model)))
+
+    # ---- full INT8: calibrate once, then quantize as many ways as the gate needs ------------------------------
+
+    def calibrate_int8(self) -> None:
+        self._stage(f"calibrating INT8 on {len(self.calib_x)} samples ({self.layout}, {self.calibration.expected})")
+        try:
+            with captured_output() as log:
+                self.calibrated = tflite_quant.calibrate(self.saved_model, self.calib_m)
+        except ConversionError as exc:
+            hop_checks.raise_if_failed(self.checks, [_hop_failed("tflite_fp32->tflite_int8", exc, log.tail())])
+            raise
+
+    def int16x8(self) -> bytes:
+        """The 16x8 model, converted once whether the ledger or the gate's int16 rung asks first."""
+        if self._int16x8_model is None:
+            with captured_output():
+                self._int16x8_model = tflite_quant.convert_int16x8(self.saved_model, self.calib_m)
+        return self._int16x8_model
+
+    def build_int16x8(self) -> None:
+        if "tflite_int16x8" not in self.wanted:
+            return
+        self._stage("TFLite int16 activations / int8 weights (16x8)")
+        self._build_optional("tflite_int16x8", lambda: _write(self.work / FILE_NAMES["tflite_int16x8"], self.int16x8()))
+
+    def analyse_int8_layers(self) -> None:
+        self._stage(f"per-layer INT8 error analysis on {min(len(self.check_m), LAYER_ANALYSIS_SAMPLES)} held-out samples")
+        self.layer_errors, ranking, self.layer_note = _layer_analysis(self.calibrated, self.check_m[:LAYER_ANALYSIS_SAMPLES])
+        if ranking is not None:
+            self._ranking = ranking
+
+    def ranking(self) -> list[str]:
+        """Worst layers first, for the float-fallback rung; analysed here only when the report skipped it."""
+        if self._ranking is None:
+            _, ranked, note = _layer_analysis(self.calibrated, self.check_m[:LAYER_ANALYSIS_SAMPLES])
+            if ranked is None:
+                raise ConversionError(note)
+            self._ranking = ranked
+        return self._ranking
+
+    def quantize(self, calibrated_model: bytes, per_channel: bool = True, float_nodes: Iterable[str] = ()) -> bytes:
+        with captured_output():
+            return tflite_quant.quantize_calibrated(calibrated_model, per_channel=per_channel, float_nodes=float_nodes)
+
+    def recalibrate(self) -> bytes:
+        more_m, _ = to_model_input(self.more_calib_x, self.model_shape, self.model_dtype)
+        with captured_output():
+            return tflite_quant.calibrate(self.saved_model, more_m)
+
+    def gate_int8(self) -> None:
+        """Score full INT8 against the gate, escalate when it fails, and keep the files the gate publishes."""
+        from .layer_error import float_fallback_nodes
+
+        self.judge = Judge(self.check_x, self.check_y, self.torch_logits, self.max_int8_drop, self.work, self.threads, self.tflite_logits)
+        more_calib_x = self.more_calib_x
+        ladder = Ladder(
+            calibrated=self.calibrated,
+            calib_count=len(self.calib_x),
+            quantize=self.quantize,
+            recalibrate=self.recalibrate if more_calib_x is not None else None,
+            pool_count=0 if more_calib_x is None else len(more_calib_x),
+            int16x8=self.int16x8,
+            ranking=self.ranking,
+            fallback_nodes=float_fallback_nodes,
+        )
+        self.outcome = climb(self.judge, ladder, escalate=self.escalate)
+        for attempt in self.outcome.attempts:
+            self._stage(_describe_attempt(attempt, self.judge))
+        for variant, path in self.outcome.published.items():
+            target = self.work / FILE_NAMES[variant]
+            if path != target:
+                os.replace(path, target)
+            self.built[variant] = target
+
+    def check_plain_int8(self) -> None:
+        if "tflite_int8" in self.built:
+            int8_logits = self.tflite_logits(self.built["tflite_int8"], self.check_x, self.threads)
+            # Informational now: the gate above decides what may ship; this says what plain INT8 did to top-1.
+            self.checks.append(hop_checks.compare_top1("tflite_fp32->tflite_int8", self.fp32_logits, int8_logits, self.int8_min_agreement))
+            self._stage(self.checks[-1].describe())
+        else:
+            # Built but unusable (e.g. LiteRT refuses to prepare it): there is no tflite_int8 file to publish, and
+            # the ledger shows the row as missing; the gate's attempts say why.
+            self.notes.append(f"tflite_int8: the full-INT8 model could not be used — {self.outcome.attempts[0].error}")
+
+    # ---- the peer toolchain: ONNX Runtime static INT8 -----------------------------------------------------
+
+    def build_onnx_int8_qdq(self) -> None:
+        if "onnx_int8_qdq" not in self.wanted:
+            return
+        from .onnx_quant import quantize_onnx_qdq
+
+        self._stage("ONNX Runtime static INT8 (QDQ, per-channel)")
+        self._build_optional("onnx_int8_qdq", lambda: quantize_onnx_qdq(
+            self.onnx_path, self.calib_x, self.work / FILE_NAMES["onnx_int8_qdq"], self.work / "ort"))
+        if "onnx_int8_qdq" in self.built:
+            from .onnx_quant import kernel_note
+
+            qdq, check_x, threads = self.built["onnx_int8_qdq"], self.check_x, self.threads
+            note = kernel_note(self.onnx_logits, run_onnx(qdq, check_x, threads), run_onnx(qdq, check_x, threads, graph_optimizations=False))
+            if note:
+                self.notes.append(note)
+
+    # ---- publish ------------------------------------------------------------------------------------------
+
+    def publish(self, run: RunDir, out_dir: Path) -> list[ModelFile]:
+        """Move every built file into the run directory and describe it; remove an earlier conversion's leftovers."""
+        files = []
+        for variant, name in FILE_NAMES.items():  # FILE_NAMES order is the ledger's order
+            if variant not in self.built:
+                continue
+            final = out_dir / name
+            os.replace(self.built[variant], final)
+            files.append(model_file_info(run, variant, final, self.input_shape))
+        # Files of an earlier conversion that this one did not produce (e.g. tflite_mixed) must not linger
+        # next to the new ones looking current.
+        for variant, name in FILE_NAMES.items():
+            if variant not in self.built and (out_dir / name).exists():
+                (out_dir / name).unlink()
+        return files
+
+    def result(self, files: list[ModelFile], started: float) -> ConvertResult:
+        gate = self.judge.gate(self.outcome.deploy_variant)
+        self._stage(
+            f"done in {time.perf_counter() - started:.1f} s: "
+            + ", ".join(f"{f.path} ({f.bytes / 1024:.1f} KiB)" for f in files)
+            + (f"; ships {gate.deploy_variant}" if gate.deploy_variant else "; NO quantized model met the quality gate"),
+        )
+        return ConvertResult(
+            files=tuple(files),
+            checks=tuple(self.checks),
+            gate=gate,
+            attempts=tuple(self.outcome.attempts),
+            layer_errors=tuple(self.layer_errors),
+            layer_error_note=self.layer_note,
+            calibration=self.calibration,
+            notes=tuple(self.notes),
+            gate_runtime=self.gate_runtime,
+        )
 
 def _write(path: Path, content: bytes) -> Path:
     path.write_bytes(content)

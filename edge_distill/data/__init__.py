@@ -24,7 +24,7 @@ class DataResult:
     n_val: int
     n_test: int
     n_calib: int
-    # Text builds (text_stages.py): the raw texts of every split and the data stage's word tokenizer.
+    # Text builds (tasks/text.py): the raw texts of every split and the data stage's word tokenizer.
     texts_path: str = ""
     tokenizer_path: str = ""
 

@@ -4,7 +4,7 @@ Resumable: after every epoch the full state (weights, optimizer, scheduler, best
 saved atomically, so a killed build restarts from the last finished epoch.  Shuffling and dropout are
 seeded per epoch, which makes a resumed run take the same steps as an uninterrupted one.
 
-Distributed: inside an initialized process group (see ``ddp``) the same loop runs on every rank with the
+Distributed: inside an initialized process group (see ``procgroup``) the same loop runs on every rank with the
 model wrapped in DistributedDataParallel.  Every rank draws the same seeded permutation and takes its
 share of each global batch, so the optimizer steps and the learning-rate schedule match single-process
 training; gradients are averaged by DDP, metrics are all-reduced, and only rank 0 writes checkpoints.
@@ -25,11 +25,11 @@ from torch import nn
 
 from ..console import get_console
 from ..errors import ConfigError
-from . import ddp
+from . import procgroup
 from .augment import augment
 from .features import capture_features, feature_channels
 from .layout import channels_last_input, memory_format_of, set_memory_format
-from .losses import LOSSES, KDBatch, KDConfig
+from .losses import LOSSES, KDBatch, KDConfig, Loss
 from .views import ViewBank, draw_views
 
 
@@ -148,6 +148,79 @@ def train(
     """
     loss_spec = LOSSES.get(kd.loss)
     augmenting = cfg.augment_shift > 0 or cfg.augment_flip
+    teacher, teacher_logits, online = _teacher_source(loss_spec, kd, augmenting, x_train, teacher, teacher_logits, views, distributed)
+    console = get_console()
+    world = _training_world(distributed)
+    rank = world.rank if world else 0
+    dev = _device_of(model)
+    extra = _loss_module(loss_spec, model, teacher, views, x_train, dev)
+    optimizer, scheduler = _optimizer(model, extra, cfg, len(x_train))
+    history: list[EpochLog] = []
+    best_state, best_acc, best_epoch, start_epoch, elapsed = copy.deepcopy(model.state_dict()), -1.0, 0, 0, 0.0
+    resumed = _resume(checkpoint, rank, world, model, extra, optimizer, scheduler)
+    if resumed is not None:
+        best_state, best_acc, best_epoch, history, start_epoch, elapsed = resumed
+        console.info(f"{desc}: resuming after epoch {start_epoch}/{cfg.epochs}")
+
+    # Channels-last convolutions run faster on CPU (see layout.py); the model goes back to the default
+    # layout before it is returned.
+    images = x_train.ndim == 4
+    if images:
+        set_memory_format(torch.channels_last, model, extra, teacher)
+    net = _wrap_ddp(model, world, dev)
+    xt, yt = torch.from_numpy(x_train), torch.from_numpy(y_train)
+    tt = torch.from_numpy(teacher_logits) if teacher_logits is not None else None
+    lengths = (xt != cfg.bucket_pad_id).sum(1) if cfg.bucket_pad_id is not None and xt.ndim == 2 else None
+    steps = _Steps(net, model, teacher, online, extra, optimizer, scheduler, loss_spec, kd, cfg, augmenting, dev, world, xt, yt, tt, views)
+    for epoch in range(start_epoch, cfg.epochs):
+        procgroup.inject_fault(epoch, world)
+        t0 = time.perf_counter()
+        order = _epoch_order(cfg, epoch, len(xt), lengths, world, rank)
+        sums = _train_epoch(steps, epoch, order, console, desc)
+        log = _epoch_log(model, x_val, y_val, world, sums, epoch, len(xt))
+        history.append(log)
+        # On a tie prefer the later epoch (lower learning rate, settled weights); keep_last always takes it.
+        if log.val_accuracy >= best_acc or cfg.keep_last:
+            best_acc, best_epoch, best_state = log.val_accuracy, epoch + 1, copy.deepcopy(model.state_dict())
+        elapsed += time.perf_counter() - t0
+        console.info(f"{desc} epoch {epoch + 1}/{cfg.epochs}: loss {log.loss:.4f}  val acc {log.val_accuracy:.4f}")
+        if rank == 0:
+            _save_checkpoint(checkpoint, model, optimizer, scheduler, best_state, best_acc, best_epoch, history, epoch + 1, elapsed, extra)
+
+    model.load_state_dict(best_state)
+    if images:
+        set_memory_format(torch.contiguous_format, model, extra, teacher)
+    model.eval()
+    return TrainResult(best_epoch, best_acc, tuple(history), round(elapsed, 3))
+
+
+@dataclass(frozen=True)
+class _Steps:
+    """What every optimizer step of one ``train`` call uses, gathered once before the first epoch."""
+
+    net: nn.Module  # the model, or its DistributedDataParallel wrapper
+    model: nn.Module
+    teacher: nn.Module | None
+    online: bool  # the teacher runs on every batch; otherwise its outputs come cached (tt or the view bank)
+    extra: nn.Module | None  # the loss's own trainable part (FitNets' projection)
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    loss_spec: Loss
+    kd: KDConfig
+    cfg: TrainConfig
+    augmenting: bool
+    dev: torch.device
+    world: procgroup.World | None
+    xt: torch.Tensor
+    yt: torch.Tensor
+    tt: torch.Tensor | None  # cached teacher logits
+    views: ViewBank | None
+
+
+def _teacher_source(loss_spec: Loss, kd: KDConfig, augmenting: bool, x_train: np.ndarray, teacher: nn.Module | None,
+                    teacher_logits: np.ndarray | None, views: ViewBank | None, distributed: bool):
+    """``(teacher, teacher_logits, online)``: whether the teacher runs on every batch, or its outputs come from
+    cached logits or a view bank (which replaces both); raises when the loss cannot get what it needs."""
     if views is not None:
         _check_view_bank(views, x_train, loss_spec.needs_features, augmenting, distributed)
         teacher, teacher_logits = None, None  # every teacher output comes from the bank
@@ -163,125 +236,134 @@ def train(
         raise ConfigError(f"KD loss {kd.loss!r} needs teacher logits.", "Pass a teacher, or use the 'ce' loss.")
     if online and distributed:
         raise ConfigError("An online teacher (augmentation or feature KD) is not supported with --nproc > 1 yet.", "Use --nproc 1.")
-    console = get_console()
-    world = ddp.current() if distributed else None
+    return teacher, teacher_logits, online
+
+
+def _training_world(distributed: bool) -> procgroup.World | None:
+    world = procgroup.current() if distributed else None
     if distributed and world is None:
         raise ConfigError("train(distributed=True) needs an initialized torch.distributed process group of ≥ 2 ranks.", "Launch with torchrun.")
-    rank, size = (world.rank, world.size) if world else (0, 1)
-    dev = _device_of(model)
-    # A loss may bring trainable parts of its own (FitNets' projection); they train with the student.
-    extra = None
-    if loss_spec.make_module is not None:
-        shape, dtype = tuple(x_train.shape[1:]), torch.from_numpy(x_train[:1]).dtype
-        teacher_channels = int(views.maps.shape[2]) if views is not None else feature_channels(teacher, shape, dtype)
-        extra = loss_spec.make_module(feature_channels(model, shape, dtype), teacher_channels).to(dev)
+    return world
+
+
+def _loss_module(loss_spec: Loss, model: nn.Module, teacher: nn.Module | None, views: ViewBank | None, x_train: np.ndarray,
+                 dev: torch.device) -> nn.Module | None:
+    """A loss may bring trainable parts of its own (FitNets' projection); they train with the student."""
+    if loss_spec.make_module is None:
+        return None
+    shape, dtype = tuple(x_train.shape[1:]), torch.from_numpy(x_train[:1]).dtype
+    teacher_channels = int(views.maps.shape[2]) if views is not None else feature_channels(teacher, shape, dtype)
+    return loss_spec.make_module(feature_channels(model, shape, dtype), teacher_channels).to(dev)
+
+
+def _optimizer(model: nn.Module, extra: nn.Module | None, cfg: TrainConfig, n_train: int):
     params = list(model.parameters()) + (list(extra.parameters()) if extra is not None else [])
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    steps_per_epoch = -(-len(x_train) // cfg.batch_size)
+    steps_per_epoch = -(-n_train // cfg.batch_size)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.lr, total_steps=cfg.epochs * steps_per_epoch)
-    history: list[EpochLog] = []
-    best_state, best_acc, best_epoch, start_epoch, elapsed = copy.deepcopy(model.state_dict()), -1.0, 0, 0, 0.0
+    return optimizer, scheduler
 
+
+def _resume(checkpoint: Path, rank: int, world: procgroup.World | None, model: nn.Module, extra: nn.Module | None, optimizer, scheduler):
+    """Loads the checkpoint's weights and optimizer state, and returns its progress
+    ``(best_state, best_acc, best_epoch, history, epoch, seconds)``; None when there is no checkpoint."""
     # Rank 0 reads the checkpoint and hands it to the others: only its file system has to hold it.
     state = torch.load(checkpoint, map_location="cpu", weights_only=True) if rank == 0 and checkpoint.exists() else None
     if world is not None:
-        state = ddp.broadcast_object(state, world)
-    if state is not None:
-        model.load_state_dict(state["model"])
-        if extra is not None and "extra" in state:
-            extra.load_state_dict(state["extra"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        best_state, best_acc, best_epoch = state["best_model"], state["best_acc"], state["best_epoch"]
-        history = [EpochLog(**h) for h in state["history"]]
-        start_epoch, elapsed = state["epoch"], state["seconds"]
-        console.info(f"{desc}: resuming after epoch {start_epoch}/{cfg.epochs}")
+        state = procgroup.broadcast_object(state, world)
+    if state is None:
+        return None
+    model.load_state_dict(state["model"])
+    if extra is not None and "extra" in state:
+        extra.load_state_dict(state["extra"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    history = [EpochLog(**h) for h in state["history"]]
+    return state["best_model"], state["best_acc"], state["best_epoch"], history, state["epoch"], state["seconds"]
 
-    # Channels-last convolutions run faster on CPU (see layout.py); the model goes back to the default
-    # layout before it is returned.
-    images = x_train.ndim == 4
-    if images:
-        set_memory_format(torch.channels_last, model, extra, teacher)
-    net: nn.Module = model
+
+def _wrap_ddp(model: nn.Module, world: procgroup.World | None, dev: torch.device) -> nn.Module:
+    if world is None:
+        return model
+    from torch.nn.parallel import DistributedDataParallel
+
+    # Wrapping broadcasts rank 0's weights, so every rank starts (or resumes) from the same point.
+    return DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
+
+
+def _epoch_order(cfg: TrainConfig, epoch: int, n: int, lengths: torch.Tensor | None, world: procgroup.World | None,
+                 rank: int) -> torch.Tensor:
+    """The epoch's sample order; also seeds the epoch's dropout, which must follow the shuffle's draws."""
+    torch.manual_seed(cfg.seed * 100_003 + epoch)  # dropout and shuffling depend only on (seed, epoch)
+    order = torch.randperm(n)
+    if lengths is not None:
+        order = bucket_by_length(order, lengths, cfg.batch_size, torch.Generator().manual_seed(cfg.seed * 7_907 + epoch))
     if world is not None:
-        from torch.nn.parallel import DistributedDataParallel
+        torch.manual_seed((cfg.seed * 100_003 + epoch) * 1_009 + rank + 1)  # per-rank dropout masks, still reproducible
+    return order
 
-        # Wrapping broadcasts rank 0's weights, so every rank starts (or resumes) from the same point.
-        net = DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
-    xt, yt = torch.from_numpy(x_train), torch.from_numpy(y_train)
-    tt = torch.from_numpy(teacher_logits) if teacher_logits is not None else None
-    lengths = (xt != cfg.bucket_pad_id).sum(1) if cfg.bucket_pad_id is not None and xt.ndim == 2 else None
-    for epoch in range(start_epoch, cfg.epochs):
-        ddp.inject_fault(epoch, world)
-        t0 = time.perf_counter()
-        torch.manual_seed(cfg.seed * 100_003 + epoch)  # dropout and shuffling depend only on (seed, epoch)
-        order = torch.randperm(len(xt))
-        if lengths is not None:
-            order = bucket_by_length(order, lengths, cfg.batch_size, torch.Generator().manual_seed(cfg.seed * 7_907 + epoch))
-        if world is not None:
-            torch.manual_seed((cfg.seed * 100_003 + epoch) * 1_009 + rank + 1)  # per-rank dropout masks, still reproducible
-        net.train()
-        if extra is not None:
-            extra.train()
-        if teacher is not None:
-            teacher.eval()
-        view_rng = torch.Generator().manual_seed(cfg.seed * 7_919 + epoch)  # the augmented views, per (seed, epoch)
-        chosen = draw_views(views, cfg.seed, epoch).numpy() if views is not None else None
-        sums = {"loss": 0.0, "ce": 0.0, "kd": 0.0, "feat": 0.0}
-        batches = range(0, len(order), cfg.batch_size)
-        for start in console.progress(batches, total=len(batches), desc=f"{desc} epoch {epoch + 1}/{cfg.epochs}"):
-            batch = order[start : start + cfg.batch_size]
-            idx = ddp.batch_share(batch, rank, size) if world is not None else batch
-            n_mine = len(idx)
-            if n_mine == 0:  # a last batch smaller than the world: still join the all-reduce, with zero weight
-                idx = batch[:1]
-            cached_logits = tt[idx] if tt is not None and not online else None
-            cached_map = None
-            if views is not None:
-                rows, which = idx.numpy(), chosen[idx.numpy()]
-                xb = torch.from_numpy(views.x[which, rows])
-                cached_logits = torch.from_numpy(views.logits[which, rows])
-                if loss_spec.needs_features:
-                    cached_map = torch.from_numpy(views.maps[which, rows]).float().to(dev)
-            else:
-                xb = xt[idx]
-            xb = xb.to(dev)
-            if augmenting:
-                xb = augment(xb, view_rng, cfg.augment_shift, cfg.augment_flip, cfg.background)
-            xb = channels_last_input(xb)
-            parts = _step_loss(net, model, teacher if online else None, extra, xb, yt[idx].to(dev),
-                               cached_logits.to(dev) if cached_logits is not None else None, loss_spec, kd, cached_map)
-            loss = parts["loss"]
-            if world is not None:
-                # DDP averages gradients over ranks; weighting by this rank's share makes that average the
-                # gradient of the global batch's mean loss, as in single-process training.
-                loss = loss * (n_mine * size / len(batch))
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            for k, v in parts.items():
-                sums[k] += float(v.detach()) * n_mine
-        if world is not None:
-            ddp.sync_buffers(model, world)  # BatchNorm statistics: every rank evaluates and keeps rank 0's
-        val_acc = _val_accuracy(model, x_val, y_val, world)
-        if world is not None:
-            sums = dict(zip(sums, ddp.all_reduce_sum(list(sums.values()), world)))
-        log = EpochLog(epoch + 1, sums["loss"] / len(xt), sums["ce"] / len(xt), sums["kd"] / len(xt), val_acc, sums["feat"] / len(xt))
-        history.append(log)
-        # On a tie prefer the later epoch (lower learning rate, settled weights); keep_last always takes it.
-        if val_acc >= best_acc or cfg.keep_last:
-            best_acc, best_epoch, best_state = val_acc, epoch + 1, copy.deepcopy(model.state_dict())
-        elapsed += time.perf_counter() - t0
-        console.info(f"{desc} epoch {epoch + 1}/{cfg.epochs}: loss {log.loss:.4f}  val acc {val_acc:.4f}")
-        if rank == 0:
-            _save_checkpoint(checkpoint, model, optimizer, scheduler, best_state, best_acc, best_epoch, history, epoch + 1, elapsed, extra)
 
-    model.load_state_dict(best_state)
-    if images:
-        set_memory_format(torch.contiguous_format, model, extra, teacher)
-    model.eval()
-    return TrainResult(best_epoch, best_acc, tuple(history), round(elapsed, 3))
+def _train_epoch(s: _Steps, epoch: int, order: torch.Tensor, console, desc: str) -> dict[str, float]:
+    """One pass over ``order``; returns the loss parts summed over this rank's samples."""
+    rank, size = (s.world.rank, s.world.size) if s.world else (0, 1)
+    s.net.train()
+    if s.extra is not None:
+        s.extra.train()
+    if s.teacher is not None:
+        s.teacher.eval()
+    view_rng = torch.Generator().manual_seed(s.cfg.seed * 7_919 + epoch)  # the augmented views, per (seed, epoch)
+    chosen = draw_views(s.views, s.cfg.seed, epoch).numpy() if s.views is not None else None
+    sums = {"loss": 0.0, "ce": 0.0, "kd": 0.0, "feat": 0.0}
+    batches = range(0, len(order), s.cfg.batch_size)
+    for start in console.progress(batches, total=len(batches), desc=f"{desc} epoch {epoch + 1}/{s.cfg.epochs}"):
+        batch = order[start : start + s.cfg.batch_size]
+        idx = procgroup.batch_share(batch, rank, size) if s.world is not None else batch
+        n_mine = len(idx)
+        if n_mine == 0:  # a last batch smaller than the world: still join the all-reduce, with zero weight
+            idx = batch[:1]
+        xb, cached_logits, cached_map = _batch_inputs(s, idx, chosen, view_rng)
+        parts = _step_loss(s.net, s.model, s.teacher if s.online else None, s.extra, xb, s.yt[idx].to(s.dev),
+                           cached_logits.to(s.dev) if cached_logits is not None else None, s.loss_spec, s.kd, cached_map)
+        loss = parts["loss"]
+        if s.world is not None:
+            # DDP averages gradients over ranks; weighting by this rank's share makes that average the
+            # gradient of the global batch's mean loss, as in single-process training.
+            loss = loss * (n_mine * size / len(batch))
+        s.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        s.optimizer.step()
+        s.scheduler.step()
+        for k, v in parts.items():
+            sums[k] += float(v.detach()) * n_mine
+    return sums
+
+
+def _batch_inputs(s: _Steps, idx: torch.Tensor, chosen: np.ndarray | None, view_rng: torch.Generator):
+    """``(student input, cached teacher logits, cached teacher feature map)`` of one batch, on the device."""
+    cached_logits = s.tt[idx] if s.tt is not None and not s.online else None
+    cached_map = None
+    if s.views is not None:
+        rows, which = idx.numpy(), chosen[idx.numpy()]
+        xb = torch.from_numpy(s.views.x[which, rows])
+        cached_logits = torch.from_numpy(s.views.logits[which, rows])
+        if s.loss_spec.needs_features:
+            cached_map = torch.from_numpy(s.views.maps[which, rows]).float().to(s.dev)
+    else:
+        xb = s.xt[idx]
+    xb = xb.to(s.dev)
+    if s.augmenting:
+        xb = augment(xb, view_rng, s.cfg.augment_shift, s.cfg.augment_flip, s.cfg.background)
+    return channels_last_input(xb), cached_logits, cached_map
+
+
+def _epoch_log(model: nn.Module, x_val: np.ndarray, y_val: np.ndarray, world: procgroup.World | None, sums: dict[str, float],
+               epoch: int, n_train: int) -> EpochLog:
+    if world is not None:
+        procgroup.sync_buffers(model, world)  # BatchNorm statistics: every rank evaluates and keeps rank 0's
+    val_acc = _val_accuracy(model, x_val, y_val, world)
+    if world is not None:
+        sums = dict(zip(sums, procgroup.all_reduce_sum(list(sums.values()), world)))
+    return EpochLog(epoch + 1, sums["loss"] / n_train, sums["ce"] / n_train, sums["kd"] / n_train, val_acc, sums["feat"] / n_train)
 
 
 def bucket_by_length(order: torch.Tensor, lengths: torch.Tensor, batch_size: int, generator: torch.Generator,
@@ -338,13 +420,13 @@ def _check_view_bank(views: ViewBank, x_train: np.ndarray, needs_features: bool,
         raise ConfigError("View banks are not supported with --nproc > 1 yet.", "Use --nproc 1.")
 
 
-def _val_accuracy(model: nn.Module, x: np.ndarray, y: np.ndarray, world: ddp.World | None) -> float:
+def _val_accuracy(model: nn.Module, x: np.ndarray, y: np.ndarray, world: procgroup.World | None) -> float:
     """Validation accuracy; distributed, each rank scores a slice and the counts are all-reduced."""
     if world is None:
         return accuracy(model, x, y)
-    lo, hi = ddp.shard_bounds(len(y), world.rank, world.size)
+    lo, hi = procgroup.shard_bounds(len(y), world.rank, world.size)
     correct = float((predict_logits(model, x[lo:hi]).argmax(1) == y[lo:hi]).sum()) if hi > lo else 0.0
-    correct, count = ddp.all_reduce_sum([correct, float(hi - lo)], world)
+    correct, count = procgroup.all_reduce_sum([correct, float(hi - lo)], world)
     return correct / count
 
 

@@ -18,30 +18,8 @@ from ..data.spec import DataSpec
 from ..errors import ConfigError
 from ..registry import Registry
 from .cnn import ConvClassifier
-
-
-@dataclass(frozen=True)
-class StudentConfig:
-    family: str
-    width: int  # channels of the first stage; later stages double it
-    depth: int  # number of stages
-    resolution: int = 0  # side length the convolutions see; 0 = the full image
-    # Text families (models/text.py): input tokens and vocabulary size; 0 for images.
-    seq_len: int = 0
-    vocab: int = 0
-
-    def __post_init__(self) -> None:
-        if self.width < 1 or self.depth < 1 or self.resolution < 0 or self.seq_len < 0 or self.vocab < 0:
-            raise ConfigError(
-                f"Student width and depth must be ≥ 1 and resolution ≥ 0, got width={self.width}, "
-                f"depth={self.depth}, resolution={self.resolution}.",
-                "Use positive integers (resolution 0 means the full image).",
-            )
-
-    def label(self) -> str:
-        res = f", resolution={self.resolution}" if self.resolution else ""
-        text = f", seq_len={self.seq_len}, vocab={self.vocab}" if self.seq_len else ""
-        return f"{self.family}(width={self.width}, depth={self.depth}{res}{text})"
+from .student_config import StudentConfig
+from .text import TEXT_FAMILIES, TextStudentFamily
 
 
 @dataclass(frozen=True)
@@ -60,7 +38,7 @@ class StudentFamily:
         return [StudentConfig(self.name, w, d, r) for r in resolutions for d in self.depths for w in self.widths]
 
 
-STUDENT_FAMILIES: Registry[StudentFamily] = Registry("student family")
+STUDENT_FAMILIES: Registry[StudentFamily | TextStudentFamily] = Registry("student family")
 
 
 def _stage_widths(config: StudentConfig) -> tuple[int, ...]:
@@ -134,6 +112,9 @@ STUDENT_FAMILIES.register("vgg")(
         description="one-conv stem, then pooled stages of two 3x3 convs (VGG-style; more depth per MAC)",
     )
 )
+# Registered here, not in text.py, so that this registry is complete wherever it is imported from.
+for _family in TEXT_FAMILIES:
+    STUDENT_FAMILIES.register(_family.name)(_family)
 
 
 def build_student(config: StudentConfig, spec: DataSpec) -> nn.Module:
@@ -144,5 +125,3 @@ def family_names(task: str) -> list[str]:
     """The registered families for ``task`` ("vision" or "text")."""
     return [n for n in STUDENT_FAMILIES.names() if STUDENT_FAMILIES.get(n).task == task]
 
-
-from . import text as _text  # noqa: E402,F401 -- registers the text families (it imports this module's registry)

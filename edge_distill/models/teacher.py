@@ -18,6 +18,7 @@ from torch import nn
 
 from ..data.spec import DataSpec
 from ..errors import ConfigError, TeacherError, with_article
+from .archs import TEACHER_ARCHS
 from .cnn import ConvClassifier
 from .teacher_input import TeacherInput
 
@@ -25,7 +26,6 @@ from .teacher_input import TeacherInput
 # The built-in teacher architectures (``--teacher-arch``).  ``cnn`` is sized for tiny inputs such as the 8x8
 # digits; ``vgg`` is the deeper recipe for 28x28-class images (Fashion-MNIST): a one-conv stem at full
 # resolution, then two convs per pooled stage — 4x the parameters of ``cnn`` for ~1.3x its training time.
-TEACHER_ARCHS = ("cnn", "vgg")
 
 
 def builtin_teacher(spec: DataSpec, arch: str = "cnn") -> nn.Module:

@@ -21,11 +21,16 @@ usually dominates the parameter count).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 from torch import nn
 
+from ..data.spec import DataSpec
 from ..data.tokenizer import PAD_ID, restrict_ids
+from ..errors import ConfigError
+from .student_config import StudentConfig
 
 HEAD_DIM = 32  # attention heads have 32 dimensions (width 64 → 2 heads, 128 → 4)
 PAD_BIAS = -8.0  # exp(-8) = 3e-4: [PAD] keys get ~nothing, and -8 costs the scores' int8 range little
@@ -143,12 +148,7 @@ def student_inputs(config, x: np.ndarray) -> np.ndarray:
     return restrict_ids(x, config.vocab, config.seq_len)
 
 
-# ---- the registered families -----------------------------------------------------------------------
-from dataclasses import dataclass  # noqa: E402
-
-from ..data.spec import DataSpec  # noqa: E402
-from ..errors import ConfigError  # noqa: E402
-from .students import STUDENT_FAMILIES, StudentConfig  # noqa: E402  (students.py imports this module at its end)
+# ---- the families (students.py registers them) ------------------------------------------------------
 
 VOCAB_SIZES = (4_096, 8_192, 16_384)
 
@@ -186,11 +186,9 @@ def _check_text(config: StudentConfig | None, spec: DataSpec) -> None:
         )
 
 
-STUDENT_FAMILIES.register("textcnn")(
+TEXT_FAMILIES = (
     TextStudentFamily("textcnn", TextCNN, widths=(32, 48, 64, 96, 128, 192), depths=(1, 2, 3),
-                      description="token embedding, residual 1-D convolutions (kernel 3), global max pool")
-)
-STUDENT_FAMILIES.register("tiny-transformer")(
+                      description="token embedding, residual 1-D convolutions (kernel 3), global max pool"),
     TextStudentFamily("tiny-transformer", TinyTransformer, widths=(32, 64, 96, 128, 192), depths=(1, 2, 3, 4),
-                      description="token + position embedding, pre-norm encoder layers (32-dim heads, ReLU FFN), mean pool")
+                      description="token + position embedding, pre-norm encoder layers (32-dim heads, ReLU FFN), mean pool"),
 )

@@ -58,7 +58,7 @@ class Overheads:
 
     per_op_us: float  # fixed interpreter overhead per operator
     act_ns_per_elem: float  # time per activation element an operator writes (memory-bound work: pooling, large maps)
-    # Optional refinements, fitted by `profiles calibrate` (0 = not modelled).  Depthwise convolutions do
+    # Optional refinements, fitted by `profiles measure` (0 = not modelled).  Depthwise convolutions do
     # few MACs per byte moved and run at a far lower MAC rate than dense ones; and every output position of
     # a convolution costs a fixed amount beyond its MACs (microkernel calls, indirection), which dominates
     # narrow convolutions on large maps.

@@ -358,6 +358,36 @@ def _teacher_input(r: Report) -> str:
     return out
 
 
+@section("fidelity-matrix", "Fidelity matrix: runtimes × kernels", "fidelity_matrix")
+def _fidelity_matrix(r: Report) -> str | None:
+    from ..bench.fidelity_matrix import FidelityMatrix
+    from ..serde import from_jsonable
+
+    files = [(f, from_jsonable(FidelityMatrix, f["matrix"])) for f in get(r, "fidelity_matrix.files", []) or [] if isinstance(f, dict)]
+    if not files:
+        return None
+    hint = get(r, "fidelity_matrix.setup_hint")
+    return ("<p>The same agent scored the test samples under each runtime set up on this machine (converter: the LiteRT the build "
+            "converted and verified with) and each kernel mode: xnnpack (the default delegate an app gets), builtin (optimized "
+            "kernels, no delegate), reference (reference kernels).</p>" + "".join(_matrix_block(f, m) for f, m in files)
+            + where(e("; ".join(_matrix_places(r)) or "no cell ran")) + (f'<p class="fail">{e(hint)}</p>' if hint else ""))
+
+
+def _matrix_block(f: dict[str, Any], m: Any) -> str:
+    """One file's matrix: its verdict, the table with divergent rows marked, what divergent means."""
+    from ..bench.fidelity_matrix import divergence_verdict, matrix_rows
+
+    header, rows = matrix_rows(m)
+    classes = [["divergent" if cell.divergent else ""] * len(header) for cell in m.cells]
+    ok = not m.divergent and not m.failed
+    return (f"<h3>{e(f.get('path'))} ({e(f.get('variant'))}{', ships' if f.get('shipped') else ''})</h3>"
+            f'<p class="{"pass" if ok else "fail"}">{e(divergence_verdict(m))}</p>'
+            + table(list(header), [list(row) for row in rows], classes=classes)
+            + f'<p class="muted">{e(m.model)} on {e(m.npz)}, n={e(m.n)}, {e(m.threads)} thread(s); reference cell '
+              f"{e(m.reference or 'none')}; a cell diverges when its top-1 agreement with the reference is below "
+              f"{pct(m.min_agreement)} or its accuracy is more than {100 * m.max_accuracy_drop:g} point(s) below the reference's.</p>")
+
+
 @section("training", "Training curves", "teacher", "students")
 def _training(r: Report) -> str | None:
     series = []
@@ -401,6 +431,7 @@ def _where(r: Report) -> str | None:
                                               f"{get(r, 'data.spec.name', '?')} ({get(r, 'data.spec.source', '?')})"],
         ["conversion checks", "host build machine, held-out validation samples"],
         ["latency, load time, peak RSS, agent accuracy", "; ".join(sorted({str(b.get('where')) for _, b in _bench_rows(r)})) or "not benchmarked"],
+        ["fidelity matrix (runtimes × kernels)", "; ".join(_matrix_places(r)) or "not run"],
         ["sizing cost and latency", f"estimated from the model structure and the profile {get(r, 'profile.name', '?')} "
                                     f"(throughput: {get(r, 'profile.throughput.source', '?')}); not measured"],
         ["training curves, stage times", "host build machine"],
@@ -408,6 +439,11 @@ def _where(r: Report) -> str | None:
     tools = get(r, "tools", {}) or {}
     return (table(["numbers", "where"], rows)
             + (f'<p class="muted">Tools: {e(", ".join(f"{k} {v}" for k, v in tools.items()))}.</p>' if tools else ""))
+
+
+def _matrix_places(r: Report) -> list[str]:
+    cells = [c for f in get(r, "fidelity_matrix.files", []) or [] for c in get(f, "matrix.cells", []) or [] if isinstance(c, dict)]
+    return sorted({f"{c.get('runtime')}: {c.get('where')}" for c in cells if c.get("where")})
 
 
 @section("options", "Tools and options", "profile")
@@ -497,6 +533,7 @@ table{border-collapse:collapse;font-size:13px;margin:8px 0;width:100%}
 th,td{border-bottom:1px solid var(--line);padding:4px 8px;text-align:left;vertical-align:top}
 th{background:#f3f4f6;font-weight:600}
 td.over{color:#b91c1c;font-weight:600}
+td.divergent{color:#b91c1c;font-weight:600;background:#fef2f2}
 .where{font-size:12.5px;color:#374151;background:#f0f7ff;border-left:3px solid var(--accent);padding:6px 10px;margin:6px 0 10px}
 .where span{font-weight:650;text-transform:uppercase;font-size:11px;letter-spacing:.05em;color:var(--accent);margin-right:6px}
 .muted{color:var(--muted);font-size:13px}

@@ -17,12 +17,11 @@ from typing import Any
 from ..errors import ReportError, with_article
 from ..rundir import RunDir
 from ..serde import to_jsonable
+from ..versions import tool_versions
 
 
 def write_report(run: RunDir, *, options, profile, data, teacher, sizing, baseline, student, conversion, verified, bench, times, total_seconds,
-                 fidelity=None, bundle=None, choice=None) -> dict[str, Any]:
-    from ..pipeline import tool_versions
-
+                 fidelity=None, bundle=None, choice=None, fidelity_matrix=None) -> dict[str, Any]:
     report = {
         "generated_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "run_dir": str(run.root),
@@ -38,6 +37,7 @@ def write_report(run: RunDir, *, options, profile, data, teacher, sizing, baseli
         "ledger": to_jsonable(verified),
         "bench": to_jsonable(bench),
         "fidelity": to_jsonable(fidelity),  # None when the runner is this machine (nothing to compare)
+        "fidelity_matrix": to_jsonable(fidelity_matrix),  # the shipped and fp32 files under each runtime × kernel mode
         "bundle": to_jsonable(bundle),
         "stage_times": to_jsonable(times),
         "total_seconds": round(total_seconds, 3),
@@ -137,6 +137,26 @@ def _fidelity_md(f: dict[str, Any] | None, r: dict[str, Any]) -> list[str]:
     ]
 
 
+def _fidelity_matrix_md(fm: dict[str, Any] | None) -> list[str]:
+    """One table per file; absent from reports written before the fidelity-matrix stage existed."""
+    if not fm:
+        return []
+    from ..bench.fidelity_matrix import FidelityMatrix, divergence_verdict, matrix_markdown
+    from ..serde import from_jsonable
+
+    out = ["## Fidelity matrix (runtimes × kernels, test split)", "",
+           "The same agent scored the test samples under each runtime set up on this machine (`converter`: the LiteRT the "
+           "build converted and verified with; device runtimes: each in its own venv) with each kernel mode: `xnnpack` (the "
+           "default delegate an app gets), `builtin` (optimized kernels, no delegate), `reference` (reference kernels).", ""]
+    for f in fm.get("files") or []:
+        m = from_jsonable(FidelityMatrix, f["matrix"])
+        out += [f"### `{f['path']}` ({f['variant']}{', ships' if f['shipped'] else ''})", "",
+                f"**Verdict:** {divergence_verdict(m)}", "", matrix_markdown(m), ""]
+    if fm.get("setup_hint"):
+        out += [f"Note: {fm['setup_hint']}", ""]
+    return out
+
+
 def _lost(points: float | None) -> str:
     return "could not be run" if points is None else f"lost **{points:.2f}** points"
 
@@ -144,6 +164,24 @@ def _lost(points: float | None) -> str:
 def _gate_md(r: dict[str, Any]) -> list[str]:
     """The quality gate's verdict, the calibration it used, its escalation attempts and the per-layer INT8 error."""
     led, conv = r["ledger"], r.get("conversion") or {}
+    out = [_gate_line(led), ""]
+    if led.get("latency_where"):
+        out += [f"Host latency column: {led['latency_where']}.", ""]
+    gate, cal = conv.get("gate"), conv.get("calibration")
+    if cal:
+        out += _calibration_md(cal)
+    attempts = conv.get("attempts") or []
+    if attempts:
+        out += _escalation_md(attempts, gate, led)
+    layers = conv.get("layer_errors") or []
+    if layers or conv.get("layer_error_note"):
+        out += _layer_errors_md(conv, layers)
+    for note in conv.get("notes") or []:
+        out += [f"Note: {note}", ""]
+    return out
+
+
+def _gate_line(led: dict[str, Any]) -> str:
     ships = led.get("gated_variant", "tflite_int8")
     verdict = "passed" if led["passed"] else "FAILED"
     if ships is None:
@@ -159,68 +197,67 @@ def _gate_md(r: dict[str, Any]) -> list[str]:
         )
         if ships != "tflite_int8":
             gate_line += f" Plain full INT8 {_lost(led['int8_drop_points'])}, so the gate escalated (below)."
-    out = [gate_line, ""]
-    if led.get("latency_where"):
-        out += [f"Host latency column: {led['latency_where']}.", ""]
-    gate, cal = conv.get("gate"), conv.get("calibration")
-    if cal:
-        balance = (
-            f", {cal['classes']} classes ({cal['per_class_min']}–{cal['per_class_max']} per class)" if cal.get("classes") else ""
-        )
+    return gate_line
+
+
+def _calibration_md(cal: dict[str, Any]) -> list[str]:
+    balance = (
+        f", {cal['classes']} classes ({cal['per_class_min']}–{cal['per_class_max']} per class)" if cal.get("classes") else ""
+    )
+    return [
+        f"Calibration: {cal['count']} samples from the training split{balance}, fed {cal['layout']} {cal['dtype']}, "
+        f"values in [{cal['value_min']:.3g}, {cal['value_max']:.3g}], mean {cal['mean']:.3g}, std {cal['std']:.3g}; "
+        f"checked against: {cal['expected']}.",
+        "",
+    ]
+
+
+def _escalation_md(attempts: list[dict[str, Any]], gate: dict[str, Any] | None, led: dict[str, Any]) -> list[str]:
+    basis = (
+        f"{gate['n_samples']} held-out validation samples, {gate['criterion']} against the fp32 student"
+        + (f" ({_pct(gate['reference_accuracy'])})" if gate and gate.get("reference_accuracy") is not None else "")
+        if gate else "held-out validation samples"
+    )
+    return [
+        "## INT8 quality gate and escalation",
+        "",
+        f"Each attempt is scored on {basis}; the first one within {led['max_int8_drop']:.2f} points ships. "
+        "The test split is kept for the ledger above.",
+        "",
+        _table(
+            ["#", "strategy", "what was tried", "accuracy", "agreement", "drop (points)", "bytes", "seconds", "result"],
+            [[a["step"], a["strategy"], a["settings"], _pct(a["accuracy"]), _pct(a["agreement"]),
+              "-" if a["drop_points"] is None else f"{a['drop_points']:.2f}", "-" if a["bytes"] is None else f"{a['bytes']:,}",
+              f"{a['seconds']:.2f}",
+              (f"could not run: {a['error']}" if a["error"] else ("passed" if a["passed"] else "failed"))
+              + (f" → `{a['variant']}`" if a.get("published") else "")]
+             for a in attempts],
+        ),
+        "",
+    ]
+
+
+def _layer_errors_md(conv: dict[str, Any], layers: list[dict[str, Any]]) -> list[str]:
+    def num(v: Any, fmt: str) -> str:
+        return "-" if v is None or v != v else format(v, fmt)  # v != v: NaN (no signal to compare against)
+
+    out = [
+        "## Per-layer INT8 error (worst first)",
+        "",
+        (conv.get("layer_error_note") or "") + ". channel NSR: median over output channels of RMS error / RMS signal "
+        "(≈1 means the layer's output is lost); NSR: the same over the whole tensor; RMSE/scale: error in quantization steps "
+        "(≈0.29 is pure rounding).",
+        "",
+    ]
+    if layers:
         out += [
-            f"Calibration: {cal['count']} samples from the training split{balance}, fed {cal['layout']} {cal['dtype']}, "
-            f"values in [{cal['value_min']:.3g}, {cal['value_max']:.3g}], mean {cal['mean']:.3g}, std {cal['std']:.3g}; "
-            f"checked against: {cal['expected']}.",
-            "",
-        ]
-    attempts = conv.get("attempts") or []
-    if attempts:
-        basis = (
-            f"{gate['n_samples']} held-out validation samples, {gate['criterion']} against the fp32 student"
-            + (f" ({_pct(gate['reference_accuracy'])})" if gate and gate.get("reference_accuracy") is not None else "")
-            if gate else "held-out validation samples"
-        )
-        out += [
-            "## INT8 quality gate and escalation",
-            "",
-            f"Each attempt is scored on {basis}; the first one within {led['max_int8_drop']:.2f} points ships. "
-            "The test split is kept for the ledger above.",
-            "",
             _table(
-                ["#", "strategy", "what was tried", "accuracy", "agreement", "drop (points)", "bytes", "seconds", "result"],
-                [[a["step"], a["strategy"], a["settings"], _pct(a["accuracy"]), _pct(a["agreement"]),
-                  "-" if a["drop_points"] is None else f"{a['drop_points']:.2f}", "-" if a["bytes"] is None else f"{a['bytes']:,}",
-                  f"{a['seconds']:.2f}",
-                  (f"could not run: {a['error']}" if a["error"] else ("passed" if a["passed"] else "failed"))
-                  + (f" → `{a['variant']}`" if a.get("published") else "")]
-                 for a in attempts],
+                ["rank", "op", "output tensor", "channel NSR", "NSR", "RMSE/scale", "max abs error", "int8 scale"],
+                [[x["rank"], x["op"], f"`{x['tensor']}`", num(x["channel_nsr"], ".4f"), num(x["nsr"], ".4f"),
+                  num(x["rmse_over_scale"], ".3f"), num(x["max_abs_error"], ".4g"), num(x["scale"], ".4g")] for x in layers],
             ),
             "",
         ]
-    layers = conv.get("layer_errors") or []
-    if layers or conv.get("layer_error_note"):
-        def num(v: Any, fmt: str) -> str:
-            return "-" if v is None or v != v else format(v, fmt)  # v != v: NaN (no signal to compare against)
-
-        out += [
-            "## Per-layer INT8 error (worst first)",
-            "",
-            (conv.get("layer_error_note") or "") + ". channel NSR: median over output channels of RMS error / RMS signal "
-            "(≈1 means the layer's output is lost); NSR: the same over the whole tensor; RMSE/scale: error in quantization steps "
-            "(≈0.29 is pure rounding).",
-            "",
-        ]
-        if layers:
-            out += [
-                _table(
-                    ["rank", "op", "output tensor", "channel NSR", "NSR", "RMSE/scale", "max abs error", "int8 scale"],
-                    [[x["rank"], x["op"], f"`{x['tensor']}`", num(x["channel_nsr"], ".4f"), num(x["nsr"], ".4f"),
-                      num(x["rmse_over_scale"], ".3f"), num(x["max_abs_error"], ".4g"), num(x["scale"], ".4g")] for x in layers],
-                ),
-                "",
-            ]
-    for note in conv.get("notes") or []:
-        out += [f"Note: {note}", ""]
     return out
 
 
@@ -267,6 +304,25 @@ def _teacher_input_md(teacher: dict[str, Any]) -> list[str]:
 def render_markdown(r: dict[str, Any]) -> str:
     p, d, led, bench = r["profile"], r["data"], r["ledger"], r["bench"]
     out = [
+        *_intro_md(p, d),
+        *_ledger_md(led),
+        *_versus_nokd_md(r),
+        *_gate_md(r),
+        *_checks_md(r),
+        *_latency_md(p, bench),
+        *_fidelity_md(r.get("fidelity"), r),
+        *_fidelity_matrix_md(r.get("fidelity_matrix")),
+        *_bundle_md(r.get("bundle")),
+        *_sizing_md(r, p),
+        *_models_md(r),
+        *_teacher_input_md(r.get("teacher") or {}),
+        *_times_md(r),
+    ]
+    return "\n".join(out)
+
+
+def _intro_md(p: dict[str, Any], d: dict[str, Any]) -> list[str]:
+    return [
         f"# edge-distill report: {d['spec']['name']} for {p['name']}",
         "",
         f"Profile **{p['name']}**: {p['description']}. Budgets: ≤ {p['budget']['max_params']:,} params, "
@@ -277,6 +333,11 @@ def render_markdown(r: dict[str, Any]) -> str:
         f"{d['n_test']} test / {d['n_calib']} calibration (from the training split). All accuracies below are on the "
         f"{d['n_test']} held-out test samples.",
         "",
+    ]
+
+
+def _ledger_md(led: dict[str, Any]) -> list[str]:
+    return [
         "## Accuracy ledger",
         "",
         _table(
@@ -290,8 +351,11 @@ def render_markdown(r: dict[str, Any]) -> str:
             ],
         ),
         "",
-        *_versus_nokd_md(r),
-        *_gate_md(r),
+    ]
+
+
+def _checks_md(r: dict[str, Any]) -> list[str]:
+    return [
         "## Conversion checks (each hop against the one before)",
         "",
         _table(
@@ -300,6 +364,11 @@ def render_markdown(r: dict[str, Any]) -> str:
              for c in r["conversion"]["checks"]],
         ),
         "",
+    ]
+
+
+def _latency_md(p: dict[str, Any], bench: dict[str, Any]) -> list[str]:
+    return [
         "## Latency and memory",
         "",
         f"Measured by the device-side agent in a separate process ({', '.join(sorted({b['runner'] for b in bench['results']})) or '-'} runner) on: "
@@ -315,8 +384,11 @@ def render_markdown(r: dict[str, Any]) -> str:
             ],
         ),
         "",
-        *_fidelity_md(r.get("fidelity"), r),
-        *_bundle_md(r.get("bundle")),
+    ]
+
+
+def _sizing_md(r: dict[str, Any], p: dict[str, Any]) -> list[str]:
+    return [
         "## Student sizing",
         "",
         r["sizing"]["reason"],
@@ -332,6 +404,11 @@ def render_markdown(r: dict[str, Any]) -> str:
             ],
         ),
         "",
+    ]
+
+
+def _models_md(r: dict[str, Any]) -> list[str]:
+    return [
         "## Teacher and students",
         "",
         _table(
@@ -346,7 +423,11 @@ def render_markdown(r: dict[str, Any]) -> str:
             ],
         ),
         "",
-        *_teacher_input_md(r.get("teacher") or {}),
+    ]
+
+
+def _times_md(r: dict[str, Any]) -> list[str]:
+    return [
         "## Stage times (this invocation)",
         "",
         _table(
@@ -357,4 +438,3 @@ def render_markdown(r: dict[str, Any]) -> str:
         f"Total: {r['total_seconds']:.1f} s. Tools: " + ", ".join(f"{k} {v}" for k, v in r["tools"].items()) + ".",
         "",
     ]
-    return "\n".join(out)

@@ -219,8 +219,31 @@ def _tflite_macs(op: str, ins: list[tuple[int, ...]], outs: list[tuple[int, ...]
 
 
 def _inspect_onnx(path: Path, data: bytes) -> ModelInspection:
+    model = _load_onnx(path, data)
+    graph = model.graph
+    index, specs = _onnx_tensor_specs(graph)
+    quant, qparam_names = _onnx_quant_params(graph)
+    tensors = []
+    for i, (name, shape, dt, constant) in enumerate(specs):
+        scale, zp, axis = quant.get(name, ((), (), None))
+        # A scale / zero point is quantization metadata, not a weight: mark it non-constant for the params count.
+        tensors.append(TensorInfo(i, name, shape, dt, constant and name not in qparam_names, scale, zp, axis))
+
+    shapes = {t.name: t.shape for t in tensors}
+    ops = _onnx_ops(graph, index, shapes)
+    initializer_names = {init.name for init in graph.initializer}
+    inputs = tuple(index[vi.name] for vi in graph.input if vi.name not in initializer_names)
+    outputs = tuple(index[vi.name] for vi in graph.output)
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), "?")
+    producer = f", producer {model.producer_name} {model.producer_version}".rstrip() if model.producer_name else ""
+    desc = f"ONNX opset {opset}, IR {model.ir_version}{producer}"
+    return ModelInspection(str(path), "onnx", len(data), desc, inputs, outputs, tuple(tensors), tuple(ops))
+
+
+def _load_onnx(path: Path, data: bytes):
+    """The checked model, with the shapes that shape inference could work out."""
     import onnx
-    from onnx import helper, numpy_helper, shape_inference
+    from onnx import shape_inference
 
     try:
         model = onnx.load_from_string(data)
@@ -235,7 +258,12 @@ def _inspect_onnx(path: Path, data: bytes) -> ModelInspection:
         model = shape_inference.infer_shapes(model)
     except Exception:  # shapes stay unknown where inference fails; MACs then count 0 for those ops
         pass
-    graph = model.graph
+    return model
+
+
+def _onnx_tensor_specs(graph) -> tuple[dict[str, int], list[list]]:
+    """Every tensor the graph names, in first-seen order: ``(name → position, [name, shape, dtype, constant] each)``."""
+    from onnx import helper
 
     def dtype(elem_type: int) -> str:
         try:
@@ -264,6 +292,12 @@ def _inspect_onnx(path: Path, data: bytes) -> ModelInspection:
                     add(node.output[0], tuple(int(d) for d in a.t.dims), dtype(a.t.data_type), True)
         for name in list(node.input) + list(node.output):
             add(name, (), "unknown", False)
+    return index, specs
+
+
+def _onnx_quant_params(graph) -> tuple[dict[str, tuple[tuple[float, ...], tuple[int, ...], int | None]], set[str]]:
+    """``(quantized tensor → (scales, zero points, axis), names of the scale / zero point tensors)``."""
+    from onnx import numpy_helper
 
     # Quantization parameters: the scale / zero point inputs of QuantizeLinear / DequantizeLinear.
     const_values = {init.name: numpy_helper.to_array(init) for init in graph.initializer}
@@ -279,14 +313,10 @@ def _inspect_onnx(path: Path, data: bytes) -> ModelInspection:
                 axis = next((a.i for a in node.attribute if a.name == "axis"), 1) if scale.size > 1 else None
                 quant[quantized] = (tuple(float(s) for s in scale.ravel()),
                                     tuple(int(z) for z in zp.ravel()) if zp is not None else (0,) * scale.size, axis)
+    return quant, qparam_names
 
-    tensors = []
-    for i, (name, shape, dt, constant) in enumerate(specs):
-        scale, zp, axis = quant.get(name, ((), (), None))
-        # A scale / zero point is quantization metadata, not a weight: mark it non-constant for the params count.
-        tensors.append(TensorInfo(i, name, shape, dt, constant and name not in qparam_names, scale, zp, axis))
 
-    shapes = {t.name: t.shape for t in tensors}
+def _onnx_ops(graph, index: dict[str, int], shapes: dict[str, tuple[int, ...]]) -> list[OpInfo]:
     ops = []
     for i, node in enumerate(graph.node):
         if node.op_type == "Constant":
@@ -294,13 +324,7 @@ def _inspect_onnx(path: Path, data: bytes) -> ModelInspection:
         ins = tuple(index[n] if n else -1 for n in node.input)
         outs = tuple(index[n] for n in node.output if n)
         ops.append(OpInfo(len(ops), node.op_type, ins, outs, _onnx_macs(node, shapes)))
-    initializer_names = {init.name for init in graph.initializer}
-    inputs = tuple(index[vi.name] for vi in graph.input if vi.name not in initializer_names)
-    outputs = tuple(index[vi.name] for vi in graph.output)
-    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), "?")
-    producer = f", producer {model.producer_name} {model.producer_version}".rstrip() if model.producer_name else ""
-    desc = f"ONNX opset {opset}, IR {model.ir_version}{producer}"
-    return ModelInspection(str(path), "onnx", len(data), desc, inputs, outputs, tuple(tensors), tuple(ops))
+    return ops
 
 
 def _onnx_macs(node, shapes: dict[str, tuple[int, ...]]) -> int:

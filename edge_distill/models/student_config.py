@@ -1,0 +1,32 @@
+"""The size of one student: its family and the knobs the sizing search turns.  Every family (vision in
+students.py, text in text.py) builds from it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..errors import ConfigError
+
+
+@dataclass(frozen=True)
+class StudentConfig:
+    family: str
+    width: int  # channels of the first stage; later stages double it
+    depth: int  # number of stages
+    resolution: int = 0  # side length the convolutions see; 0 = the full image
+    # Text families (models/text.py): input tokens and vocabulary size; 0 for images.
+    seq_len: int = 0
+    vocab: int = 0
+
+    def __post_init__(self) -> None:
+        if self.width < 1 or self.depth < 1 or self.resolution < 0 or self.seq_len < 0 or self.vocab < 0:
+            raise ConfigError(
+                f"Student width and depth must be ≥ 1 and resolution ≥ 0, got width={self.width}, "
+                f"depth={self.depth}, resolution={self.resolution}.",
+                "Use positive integers (resolution 0 means the full image).",
+            )
+
+    def label(self) -> str:
+        res = f", resolution={self.resolution}" if self.resolution else ""
+        text = f", seq_len={self.seq_len}, vocab={self.vocab}" if self.seq_len else ""
+        return f"{self.family}(width={self.width}, depth={self.depth}{res}{text})"

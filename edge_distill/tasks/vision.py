@@ -1,0 +1,174 @@
+"""Image classification: NCHW float inputs for torch and ONNX, NHWC for the .tflite file and the device."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..bundle import BundleInput, pin, template
+from ..errors import ConfigError
+from ..stages.data import content_key, load_splits, write_npz, write_splits
+from . import Task
+from .vision_teacher import VisionTeacherSettings, check_teacher_against_baseline, load_vision_teacher, make_vision_teacher, teacher_file
+
+
+@dataclass(frozen=True)
+class VisionDataSettings:
+    data: str
+    seed: int
+    calib_count: int
+    image_size: tuple[int, int] | None  # (height, width); None: the folder's median
+    channels: str  # auto, 1 or 3
+    skip_bad_images: bool
+    test_data: str | None
+
+
+class VisionTask(Task):
+    name = "vision"
+    default_student = "cnn"
+    device_test_npz = "bench/test_nhwc.npz"
+
+    def check_options(self, options) -> None:
+        if options.word_dropout:
+            raise ConfigError("--word-dropout drops words of training texts; this build is vision.",
+                              "Leave it out; image views come from --augment-shift / --augment-flip.")
+
+    # ---- data
+    def data_settings(self, options) -> VisionDataSettings:
+        return VisionDataSettings(options.data, options.seed, options.calib_count, options.image_hw(), options.channels,
+                                  options.skip_bad_images, options.test_data)
+
+    def data_inputs(self, options) -> list[str]:
+        return [content_key(options.data), *([content_key(options.test_data)] if options.test_data else [])]
+
+    def prepare_data(self, run, settings: VisionDataSettings):
+        from ..data import DataResult, prepare
+
+        spec, splits = prepare(settings.data, settings.seed, settings.calib_count, image_size=settings.image_size,
+                               channels=None if settings.channels == "auto" else int(settings.channels),
+                               skip_bad_images=settings.skip_bad_images, test_data=settings.test_data)
+        path = write_splits(run, splits)
+        result = DataResult(spec, run.relative(path), len(splits.y_train), len(splits.y_val), len(splits.y_test), len(splits.y_calib))
+        return result, [path]
+
+    def input_contract(self, spec):
+        """Pixels p in [0, pixel_scale] normalized as ((p / scale) - mean) / std with the training split's statistics,
+        so normalized training data has mean 0 and std 1."""
+        from ..convert import InputContract
+
+        return InputContract(
+            dtype="float32", low=(0.0 - spec.mean) / spec.std, high=(1.0 - spec.mean) / spec.std, mean=0.0, std=1.0,
+            num_classes=spec.num_classes,
+            source=f"pixels in [0, {spec.pixel_scale:g}] normalized as ((p / {spec.pixel_scale:g}) - {spec.mean:.4g}) / {spec.std:.4g}, "
+            "statistics of the training split",
+        )
+
+    # ---- teacher
+    def teacher_settings(self, options, world_size: int) -> VisionTeacherSettings:
+        return VisionTeacherSettings.from_options(options, world_size)
+
+    def teacher_inputs(self, options) -> list[str]:
+        from ..rundir import sha256_file
+
+        return [] if options.teacher == "auto" else [sha256_file(teacher_file(options.teacher))]
+
+    def make_teacher(self, run, settings: VisionTeacherSettings, data):
+        return make_vision_teacher(run, settings, data)
+
+    def load_teacher(self, run, teacher, data):
+        return load_vision_teacher(run, teacher, data.spec)
+
+    def check_teacher(self, teacher, baseline_val_accuracy: float, data) -> None:
+        check_teacher_against_baseline(teacher, baseline_val_accuracy, data)
+
+    # ---- students
+    def view_bank(self, run, settings, teacher, data, sizing, splits, cfg, loss):
+        """A bank of fixed augmented views with the teacher's outputs on each replaces the online teacher; the no-KD
+        baseline trains on the same views, so the comparison isolates the teacher's signal."""
+        from ..distill import LOSSES, TrainConfig
+        from ..distill.views import build_view_bank
+
+        bank = build_view_bank(self.load_teacher(run, teacher, data), splits.x_train, settings.views.views, cfg.augment_shift,
+                               cfg.augment_flip, cfg.background, settings.seed, with_maps=LOSSES.get(loss).needs_features)
+        return bank, TrainConfig(epochs=cfg.epochs, seed=cfg.seed)  # the views hold the augmentation
+
+    # ---- after training
+    def export_for_device(self, run, data, sizing, teacher) -> list[Path]:
+        """The teacher goes to ONNX too, so it can be benchmarked in the same kind of separate process."""
+        from ..convert import export_onnx
+
+        export_onnx(self.load_teacher(run, teacher, data), data.spec.input_shape, run.path("teacher/teacher.onnx"))
+        return [run.path("teacher/teacher.onnx")]
+
+    def bench_targets(self, run, data, sizing, teacher, conversion):
+        splits = load_splits(run, data)
+        # The agent reads test data already in each model's input layout: NCHW for ONNX, NHWC for TFLite.
+        write_npz(run, "bench/test_nchw.npz", x=splits.x_test, y=splits.y_test)
+        write_npz(run, self.device_test_npz, x=splits.x_test.transpose(0, 2, 3, 1), y=splits.y_test)
+        targets = [("teacher (ONNX Runtime fp32)", run.path("teacher/teacher.onnx"), "bench/test_nchw.npz")]
+        return targets + [(f"student {f.variant}", run.path(f.path), self.device_test_npz) for f in conversion.files if f.variant.startswith("tflite")]
+
+    def bundle_input(self, run, data):
+        shape = tuple(data.spec.input_shape)
+        # Images are (C, H, W) for torch and NHWC in the .tflite file; other inputs keep their shape.
+        return ((1, shape[1], shape[2], shape[0]) if len(shape) == 3 else (1, *shape)), (), IMAGE_INPUT
+
+
+class ImageInput(BundleInput):
+    """Raw pixels normalized with the training split's statistics; image files prepared by imageprep.py."""
+
+    title = "Image"
+    readmes = {"raspberry-pi": "README.raspberry-pi.md", "android": "README.android.md"}
+
+    def check(self, facts) -> None:
+        if len(facts.input_shape_nhwc) != 4:
+            raise ConfigError(f"Bundle input shape {facts.input_shape_nhwc} is not NHWC.", "Image models take (1, H, W, C).")
+
+    def android_tensor(self, facts, q):
+        from ..tflite_metadata import TensorInfo
+
+        _, h, w, c = facts.input_shape_nhwc
+        color = "GRAYSCALE" if c == 1 else "RGB"
+        # Training normalized p/pixel_scale with mean/std; in raw pixel units that is (p - mean·s) / (std·s).
+        mean, std = facts.mean * facts.pixel_scale, facts.std * facts.pixel_scale
+        lo, hi = (0.0 - mean) / std, (facts.pixel_scale - mean) / std
+        return TensorInfo(
+            "image",
+            f"{color.lower()} image, {w}x{h}, raw pixel values 0..{facts.pixel_scale:g}, NHWC. Normalize as "
+            f"(p - {mean:.6g}) / {std:.6g}, then quantize to {q['dtype']} with scale {q['scale']:.6g} and "
+            f"zero point {q['zero_point']}.",
+            image=(color, w, h), mean=(mean,), std=(std,), value_range=(lo, hi))
+
+    def preprocess(self, facts, q_in, q_out):
+        """preprocess.json, and imageprep.py: infer.py photo.jpg prepares image files the way the build did."""
+        from ..export import imageprep
+
+        _, h, w, c = facts.input_shape_nhwc
+        preprocess = {
+            "task": "image-classification",
+            "input": dict(q_in, layout="NHWC"),
+            "output": dict(q_out, meaning="class logits; index i is line i of labels.txt"),
+            "normalization": {"pixel_scale": facts.pixel_scale, "mean": facts.mean, "std": facts.std,
+                              "formula": "x = ((p / pixel_scale) - mean) / std, in float32"},
+            "raw_pixel_range": [0, facts.pixel_scale],
+            "image_files": dict(
+                imageprep.describe((h, w), c, facts.resize or imageprep.RESIZE_POLICY),
+                to_raw_pixels=f"p = v * {facts.pixel_scale:g} / 255 (v itself when pixel_scale is 255), then the normalization above",
+                trained_on="image files prepared this way" if facts.resize else "arrays of this size (image files are prepared this way)"),
+        }
+        return preprocess, {"imageprep.py": template("imageprep.py").encode()}
+
+    def template_values(self, facts):
+        return {
+            "IMAGE_SIZE": f"{facts.input_shape_nhwc[2]}x{facts.input_shape_nhwc[1]}",
+            "IMAGE_MODE": "grey" if facts.input_shape_nhwc[-1] == 1 else "RGB",
+            # Image bundles read photos with imageprep.py: the Pillow the build prepared its own image files with
+            # (JPEG decoding and resampling may differ by a grey level between Pillow versions).
+            "IMAGE_REQUIREMENTS": f"# infer.py photo.jpg: imageprep.py decodes and resizes image files with Pillow.\n{pin('pillow')}\n",
+        }
+
+
+IMAGE_INPUT = ImageInput()
+
+
+TASK = VisionTask()
