@@ -43,6 +43,10 @@ class BuildOptions:
     label_field: str = option("label", "text data files: the field holding the class name")
     test_data: str | None = option(None, "a separate test set (image folder or .npz, the same classes as --data): it becomes the ledger's test "
                                          "split, and --data is split into train/val only")
+    unlabelled: str | None = option(None, "a transfer set the teacher labels for the KD student (few labels, a teacher trained elsewhere): "
+                                          "images: a folder (any tree; names ignored) or .npz with x; text: a .csv / .jsonl with the text "
+                                          "field.  Labels there (y, the label field) only report the teacher's agreement; a third, "
+                                          "pseudo-label student shows what the soft targets add", metavar="PATH")
     image_size: str | None = option(None, "image folders: prepare every image at N (square) or WxH pixels, width x height, e.g. 48x32 (scaled "
                                           "to cover, centre cropped); default: the folder's median size, at most 64 px on the long side")
     channels: str = option("auto", "image folders: 1 (grey) or 3 (RGB); auto: 3 if any image is in colour, else 1", choices=("auto", "1", "3"))
@@ -121,6 +125,7 @@ class BuildOptions:
         self._check_ranges()
         self._check_teacher_options()
         self._check_training_options()
+        self._check_unlabelled()
         self._check_fidelity_runtimes()
         self.image_hw()  # a bad --image-size fails here, before anything is written
         if self.device_runtime != "converter":
@@ -186,6 +191,19 @@ class BuildOptions:
                 "--nproc > 1 does not yet support an online teacher (augmentation, fitnet or attention KD).",
                 "Use --nproc 1 with these options, or logit KD without augmentation for distributed training.",
             )
+
+    def _check_unlabelled(self) -> None:
+        if self.unlabelled is None:
+            return
+        if not self.unlabelled or Path(self.unlabelled).resolve() in {Path(p).resolve() for p in (self.data, self.test_data) if p}:
+            raise ConfigError(f"--unlabelled must be a file or folder of its own, got {self.unlabelled!r} (--data {self.data!r}"
+                              f"{f', --test-data {self.test_data!r}' if self.test_data else ''}).",
+                              "Give samples the labelled data does not hold; never the test set (the teacher would label it for the students).")
+        if not Path(self.unlabelled).exists():  # before the teacher trains: its contents are read right after it
+            raise ConfigError(f"--unlabelled {self.unlabelled} does not exist.", "Give an image folder or .npz (images), or a .csv / .jsonl (text).")
+        if self.nproc > 1 or self.teacher_views:
+            raise ConfigError("--unlabelled does not yet combine with --nproc > 1 or --teacher-views.",
+                              "Use --nproc 1 and leave --teacher-views out (augmentation still works: the teacher runs online).")
 
     def _check_fidelity_runtimes(self) -> None:
         specs = self.fidelity_runtime_list()

@@ -1,6 +1,6 @@
 """The build: the stages in order, each run or reused by ``stages.runner.Stages``.
 
-    profile ─► data ─► teacher ─► size ─► baseline / distill ─► convert ─► verify ─► bench (+ fidelity matrix) ─► bundle ─► report
+    profile ─► data ─► teacher (─► transfer) ─► size ─► baseline / distill (/ pseudo-label) ─► convert ─► verify ─► bench (+ fidelity matrix) ─► bundle ─► report
 
 Each stage's key is the hash of its name, its settings (only the options it reads: ``stages/*.py``) and the keys of the
 stages it reads.  A stage whose key matches a finished manifest entry (and whose files are intact) is reused; ``--force``
@@ -15,20 +15,25 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from .bench import BenchSuite, FidelityResult
 from .bundle import BundleResult
-from .console import Console, get_console, set_console
+from .console import Console, set_console
+from .convert import ConvertResult
 from .data import DataResult
+from .models.classical import ClassicalBaseline
 from .options import BuildOptions
 from .profiles import DeviceProfile, load_profile
 from .report import write_report
 from .rundir import RunDir, hash_inputs
 from .serde import to_jsonable
 from .stages import bench as bench_stage, bundle as bundle_stage, classical as classical_stage, convert as convert_stage
-from .stages import fidelity as fidelity_stage, size as size_stage, train as train_stage, verify as verify_stage
+from .stages import fidelity as fidelity_stage, size as size_stage, train as train_stage, transfer as transfer_stage, verify as verify_stage
+from .stages.data import content_key
 from .stages.runner import Stages
 from .stages.teacher import TeacherResult
-from .stages.train import StudentResult, StudentSettings
+from .stages.train import PseudoLabelSettings, StudentResult, Students, StudentSettings
 from .tasks import Task, resolve_student, resolve_task
+from .verify import VerifyResult, check_against_nokd, choose_shipped_student, enforce_gate, format_ledger
 from .versions import __version__
 
 
@@ -56,19 +61,20 @@ def build(options: BuildOptions) -> dict[str, Any]:
     b = _start(options)
     data, data_key = _data(b)
     teacher, teacher_key = _teacher(b, data, data_key)
+    transfer, transfer_key = _transfer(b, data, data_key, teacher, teacher_key)
     sizing, size_key = _size(b, data, data_key, teacher)
-    baseline, baseline_key, student, student_key = _students(b, data, sizing, size_key, teacher, teacher_key)
-    choice = _choose_shipped(b, student, baseline)
-    shipped, shipped_key = (student, student_key) if choice.shipped == "kd" else (baseline, baseline_key)
-    conversion, convert_key = _convert(b, data, data_key, sizing, shipped, shipped_key, teacher, teacher_key)
-    verified, verify_key = _verify(b, data, data_key, sizing, teacher, baseline, student, conversion, choice, [convert_key, teacher_key, baseline_key, student_key])
+    arms = _students(b, data, sizing, size_key, teacher, teacher_key, transfer, transfer_key)
+    choice = _choose_shipped(b, arms)
+    conversion, convert_key = _convert(b, data, data_key, sizing, *arms.shipped(choice), teacher, teacher_key)
+    verified, verify_key = _verify(b, data, data_key, sizing, teacher, arms, conversion, choice, [convert_key, teacher_key, *arms.keys()])
     bench, fidelity, matrices = _bench(b, data, sizing, teacher, conversion, verify_key)
-    bundle, _ = b.stages("bundle", [b.profile.name, options.device_runtime], [verify_key, data_key, b.profile_key], BundleResult,
-                         lambda: bundle_stage.bundle(b.run, b.task, b.profile, data, conversion, verified, options.device_runtime))
+    bundle_settings = bundle_stage.BundleSettings.from_options(options, b.profile)
+    bundle, _ = b.stages("bundle", bundle_settings, [verify_key, data_key, b.profile_key], BundleResult,
+                         lambda: bundle_stage.bundle(b.run, b.task, bundle_settings, b.profile, data, conversion, verified))
     b.console.stage("bundle", ", ".join(f"{x.archive} ({x.archive_bytes:,} B)" for x in bundle.bundles))
-    report = write_report(b.run, options=options, profile=b.profile, data=data, teacher=teacher, sizing=sizing, baseline=baseline,
-                          student=student, conversion=conversion, verified=verified, bench=bench, fidelity=fidelity, bundle=bundle,
-                          choice=choice, fidelity_matrix=matrices, times=b.stages.times, total_seconds=time.perf_counter() - started)
+    report = write_report(b.run, options=options, profile=b.profile, data=data, teacher=teacher, sizing=sizing, students=arms, transfer=transfer,
+                          conversion=conversion, verified=verified, bench=bench, fidelity=fidelity, bundle=bundle, choice=choice,
+                          fidelity_matrix=matrices, times=b.stages.times, total_seconds=time.perf_counter() - started)
     b.console.info(f"report: {b.run.path('report.md')}  ({time.perf_counter() - started:.1f} s in all)")
     return report
 
@@ -94,16 +100,6 @@ def _start(options: BuildOptions) -> Build:
     return Build(options, profile, hash_inputs(to_jsonable(profile)), task, run, Stages(run, options.force, console), console)
 
 
-def _world_size(options: BuildOptions) -> int:
-    """How many ranks train: DDP results differ from single-process ones at the level of seed noise."""
-    from .distill import ddp
-
-    n = ddp.planned_world_size(options.nproc)
-    if ddp.launched_by_torchrun() and options.nproc > 1:
-        get_console().warn(f"--nproc {options.nproc} is ignored under torchrun: the world has {n} ranks.")
-    return n
-
-
 def _data(b: Build) -> tuple[DataResult, str]:
     data, key = b.stages("data", b.task.data_settings(b.options), b.task.data_inputs(b.options), DataResult,
                          lambda: b.task.prepare_data(b.run, b.task.data_settings(b.options)))
@@ -112,11 +108,20 @@ def _data(b: Build) -> tuple[DataResult, str]:
 
 
 def _teacher(b: Build, data: DataResult, data_key: str) -> tuple[TeacherResult, str]:
-    settings = b.task.teacher_settings(b.options, _world_size(b.options))
+    settings = b.task.teacher_settings(b.options, train_stage.world_size(b.options))
     teacher, key = b.stages("teacher", settings, [data_key, *b.task.teacher_inputs(b.options)], TeacherResult,
                             lambda: b.task.make_teacher(b.run, settings, data))
     b.console.stage("teacher", f"{teacher.params:,} params, test accuracy {teacher.test_accuracy:.4f} ({teacher.source})")
     return teacher, key
+
+
+def _transfer(b: Build, data: DataResult, data_key: str, teacher: TeacherResult, teacher_key: str):
+    """--unlabelled: the teacher labels the transfer set once; (None, None) without it."""
+    if b.options.unlabelled is None:
+        return None, None
+    settings = b.task.unlabelled_settings(b.options)
+    return b.stages("transfer", settings, [data_key, teacher_key, content_key(b.options.unlabelled)], transfer_stage.TransferResult,
+                    lambda: transfer_stage.label_transfer_set(b.run, b.task, settings, data, teacher))
 
 
 def _size(b: Build, data: DataResult, data_key: str, teacher: TeacherResult):
@@ -129,51 +134,48 @@ def _size(b: Build, data: DataResult, data_key: str, teacher: TeacherResult):
     return sizing, key
 
 
-def _students(b: Build, data, sizing, size_key: str, teacher: TeacherResult, teacher_key: str):
-    """The no-KD baseline, then the KD student (same seed); the baseline reads the teacher only if its settings say so."""
-    world = _world_size(b.options)
+def _students(b: Build, data, sizing, size_key: str, teacher: TeacherResult, teacher_key: str, transfer, transfer_key) -> Students:
+    """No-KD baseline (the teacher only if its settings read it, never the transfer set), KD student, pseudo-label student (--unlabelled)."""
+    world = train_stage.world_size(b.options)
     settings = StudentSettings.from_options(b.options, b.task, world, distill=False)
     reads_teacher = settings.views is not None or b.task.student_reads_teacher(settings)
-    baseline, baseline_key = b.stages("baseline", settings, [size_key, *([teacher_key] if reads_teacher else [])], StudentResult,
-                                      lambda: train_stage.train_student(b.run, b.task, settings, data, sizing, teacher))
-    b.console.stage("baseline", f"no-KD student: test accuracy {baseline.test_accuracy:.4f}")
-    b.task.check_teacher(teacher, baseline.val_accuracy, data)
+    baseline = _student(b, "no-KD", settings, [size_key, *([teacher_key] if reads_teacher else [])], data, sizing, teacher, None)
+    b.task.check_teacher(teacher, baseline[0].val_accuracy, data)
     kd_settings = StudentSettings.from_options(b.options, b.task, world, distill=True)
-    student, student_key = b.stages("distill", kd_settings, [size_key, teacher_key], StudentResult,
-                                    lambda: train_stage.train_student(b.run, b.task, kd_settings, data, sizing, teacher))
-    b.console.stage("distill", f"KD student: test accuracy {student.test_accuracy:.4f}")
-    return baseline, baseline_key, student, student_key
+    kd = _student(b, "KD", kd_settings, [size_key, teacher_key, *([transfer_key] if transfer else [])], data, sizing, teacher, transfer)
+    pseudo_settings = PseudoLabelSettings.from_options(b.options, b.task, world, distill=False)
+    pseudo = _student(b, "pseudo-label", pseudo_settings, [size_key, transfer_key], data, sizing, teacher, transfer) if transfer else ()
+    return Students(*baseline, *kd, *pseudo)
 
 
-def _choose_shipped(b: Build, student: StudentResult, baseline: StudentResult):
-    from .verify import choose_shipped_student
+def _student(b: Build, what: str, settings: StudentSettings, inputs: list[str], data, sizing, teacher: TeacherResult, transfer):
+    student, key = b.stages(settings.stage, settings, inputs, StudentResult,
+                            lambda: train_stage.train_student(b.run, b.task, settings, data, sizing, teacher, transfer))
+    b.console.stage(settings.stage, f"{what} student: test accuracy {student.test_accuracy:.4f}")
+    return student, key
 
-    choice = choose_shipped_student(student.val_accuracy, baseline.val_accuracy, b.options.max_int8_drop, b.options.if_kd_loses)
+
+def _choose_shipped(b: Build, arms: Students):
+    choice = choose_shipped_student(arms.kd.val_accuracy, arms.baseline.val_accuracy, b.options.max_int8_drop, b.options.if_kd_loses)
     (b.console.warn if choice.shipped == "nokd" else b.console.info)(choice.note)
     return choice
 
 
 def _convert(b: Build, data, data_key: str, sizing, shipped: StudentResult, shipped_key: str, teacher: TeacherResult, teacher_key: str):
-    from .convert import ConvertResult
-
     settings = convert_stage.ConvertSettings.from_options(b.options)
     return b.stages("convert", settings, [shipped_key, teacher_key, data_key], ConvertResult,
                     lambda: convert_stage.convert(b.run, b.task, settings, data, sizing, shipped, teacher))
 
 
-def _verify(b: Build, data, data_key: str, sizing, teacher, baseline, student, conversion, choice, inputs: list[str]):
-    from .verify import VerifyResult, check_against_nokd, enforce_gate, format_ledger
-
+def _verify(b: Build, data, data_key: str, sizing, teacher, arms: Students, conversion, choice, inputs: list[str]):
     classical = None
     if b.task.has_classical_baseline:
-        from .models.classical import ClassicalBaseline
-
-        classical, _ = b.stages("classical-baseline", "tfidf-logreg", [data_key], ClassicalBaseline,
+        classical, _ = b.stages("classical-baseline", classical_stage.ClassicalSettings(), [data_key], ClassicalBaseline,
                                 lambda: classical_stage.fit_classical(b.run, b.task, data))
         b.console.stage("classical-baseline", f"{classical.description}: test accuracy {classical.test_accuracy:.4f}")
     settings = verify_stage.VerifySettings.from_options(b.options, choice.shipped, classical is not None)
     verified, key = b.stages("verify", settings, inputs, VerifyResult,
-                             lambda: verify_stage.verify(b.run, b.task, settings, data, sizing, teacher, baseline, student, conversion, classical))
+                             lambda: verify_stage.verify(b.run, b.task, settings, data, sizing, teacher, arms, conversion, classical))
     b.console.info(format_ledger(verified))
     enforce_gate(verified, conversion)
     warning = check_against_nokd(verified, b.options.if_kd_loses)
@@ -183,8 +185,6 @@ def _verify(b: Build, data, data_key: str, sizing, teacher, baseline, student, c
 
 
 def _bench(b: Build, data, sizing, teacher, conversion, verify_key: str):
-    from .bench import BenchSuite, FidelityResult
-
     settings = bench_stage.BenchSettings.from_options(b.options, b.profile)
     suite, _ = b.stages("bench", settings, [verify_key], BenchSuite,
                         lambda: bench_stage.bench(b.run, b.task, settings, data, sizing, teacher, conversion))

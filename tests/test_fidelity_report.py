@@ -119,3 +119,24 @@ def test_runner_setup_help_names_the_device_runtimes(capsys):
         main(["runner", "setup", "--help"])
     text = " ".join(capsys.readouterr().out.split())
     assert "litert==2.3.0" in text and "tflite-runtime==2.14.0" in text and "$EDGE_DISTILL_RUNTIME_CACHE" in text
+
+
+def test_a_large_test_split_is_sampled_uniformly_for_the_matrix(tmp_path):
+    """A test split sorted by class must not give the matrix its first class only: a seeded uniform sample, named so."""
+    import numpy as np
+
+    from edge_distill.rundir import RunDir
+    from edge_distill.stages.fidelity import _matrix_samples
+
+    run = RunDir(tmp_path / "run")
+    y = np.repeat(np.arange(5), 200)  # sorted by class, like WordNet's test split
+    (tmp_path / "run" / "bench").mkdir(parents=True)
+    np.savez(tmp_path / "run" / "bench" / "test.npz", x=np.arange(1000, dtype=np.float32)[:, None], y=y)
+    sample = _matrix_samples(run, "bench/test.npz", 100)
+    assert sample.name == "fidelity_sample_100_of_1000.npz"
+    with np.load(sample) as npz:
+        assert len(npz["y"]) == 100 and set(npz["y"].tolist()) == set(range(5))
+        assert np.array_equal(npz["x"][:, 0].astype(int), np.sort(npz["x"][:, 0]).astype(int))  # rows keep their order
+        assert np.array_equal(y[npz["x"][:, 0].astype(int)], npz["y"])  # each x still has its own label
+    assert np.array_equal(np.load(_matrix_samples(run, "bench/test.npz", 100))["y"], np.load(sample)["y"])  # seeded
+    assert _matrix_samples(run, "bench/test.npz", 1000) == run.path("bench/test.npz")

@@ -246,7 +246,8 @@ json_values = st.recursive(
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
     max_leaves=25,
 )
-REPORT_KEYS = ["profile", "data", "teacher", "sizing", "students", "conversion", "ledger", "bench", "stage_times", "options", "tools", "extra"]
+REPORT_KEYS = ["profile", "data", "teacher", "sizing", "students", "conversion", "ledger", "bench", "stage_times", "options", "tools", "unlabelled",
+               "extra"]
 
 
 @FAST

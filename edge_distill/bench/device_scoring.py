@@ -18,7 +18,9 @@ from .device_runtimes import DeviceRuntime, device_runtime_python, parse_device_
 from .runners import AgentOptions, LocalRunner
 
 CONVERTER = "converter"  # --device-runtime converter: judge with this process's LiteRT, as before device runtimes existed
-TIMED_RUNS = 50  # the ledger's latency for a file judged here: the p50 of this many warm invokes in the agent
+# The ledger's latency for a file judged here: the p50 of this many warm invokes in the agent (50 were not enough to
+# ride out a busy 2-core host: one build's p50 read 118 ms for a model whose p50 is 0.4 ms).
+TIMED_RUNS, WARMUP_RUNS = 200, 20
 
 
 class DeviceRuntimeLogits:
@@ -39,7 +41,7 @@ class DeviceRuntimeLogits:
         with tempfile.TemporaryDirectory(prefix="edge-distill-device-") as tmp:
             npz, out = Path(tmp) / "x.npz", Path(tmp) / "logits.npy"
             np.savez(npz, x=x, y=np.zeros(len(x), np.int64))  # labels unused: the caller scores the logits
-            options = AgentOptions(threads=threads, warmup=5 if latencies is not None else 0,
+            options = AgentOptions(threads=threads, warmup=WARMUP_RUNS if latencies is not None else 0,
                                    runs=TIMED_RUNS if latencies is not None else 1, predictions=True,
                                    kernels="xnnpack" if xnnpack else "builtin", logits=str(out))
             agent = importlib.resources.files("edge_distill.export") / "agent.py"

@@ -73,6 +73,7 @@ class FidelityMatrix:
     max_accuracy_drop: float
     runtimes: tuple[str, ...]
     cells: tuple[MatrixCell, ...]
+    n_available: int = 0  # samples in the .npz; more than n when eval_limit scored only the first n
 
     def cell(self, runtime: str, kernels: str) -> MatrixCell:
         for cell in self.cells:
@@ -200,26 +201,28 @@ def _reference(raws: dict[tuple[str, str], tuple], kernels: str) -> tuple[str, s
     return (preferred or ran or [None])[0]
 
 
-def _check_inputs(model: Path, npz: Path, threads: int, min_agreement: float, max_drop: float) -> None:
+def _check_inputs(model: Path, npz: Path, threads: int, min_agreement: float, max_drop: float) -> int:
+    """Refuses what no cell could run; returns the .npz's sample count."""
     for path, what in ((model, "Model"), (npz, "Test data")):
         if not path.is_file():
             raise BenchError(f"{what} file not found: {path}", "Check the path." if what == "Model" else _NPZ_HINT)
     if model.suffix.lower() != ".tflite":
         raise ModelFileError(f"{model} is not a .tflite file: the matrix compares TFLite runtimes and their kernels.",
                              "Pass a converted file, e.g. a build's student/student_int8.tflite.")
-    _check_npz(npz)
+    n_available = _check_npz(npz)
     if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
         raise ConfigError(f"threads = {threads!r} is invalid; expected an integer >= 1.")
     if not 0.0 <= min_agreement <= 1.0 or not 0.0 <= max_drop <= 1.0:
         raise ConfigError(f"min_agreement = {min_agreement!r} / max_accuracy_drop = {max_drop!r} are invalid; "
                           "expected fractions in [0, 1].")
+    return n_available
 
 
 _NPZ_HINT = "Pass a .npz with x (inputs in the model's input layout) and y (integer labels), e.g. a build's bench/test_nhwc.npz."
 
 
-def _check_npz(npz: Path) -> None:
-    """A bad file fails here, once, instead of as the same agent error in every cell."""
+def _check_npz(npz: Path) -> int:
+    """A bad file fails here, once, instead of as the same agent error in every cell; returns its sample count."""
     if not zipfile.is_zipfile(npz):
         raise DataError(f"{npz} is not a .npz file (a zip archive of arrays).", _NPZ_HINT)
     try:
@@ -232,6 +235,7 @@ def _check_npz(npz: Path) -> None:
         raise DataError(f"{npz} is not a readable .npz file ({exc}).", _NPZ_HINT) from None
     if not np.issubdtype(y.dtype, np.integer) or len(y) == 0:
         raise DataError(f"{npz}: y must hold integer class labels, got {len(y)} of dtype {y.dtype}.", _NPZ_HINT)
+    return len(y)
 
 
 def fidelity_matrix(model: Path, npz: Path, runtimes: Sequence[str] | None = None, threads: int = 1, *,
@@ -244,7 +248,7 @@ def fidelity_matrix(model: Path, npz: Path, runtimes: Sequence[str] | None = Non
     ``runtimes`` defaults to ``available_runtimes()``.  A cell that cannot run (runtime not set up, resolver
     missing, crash) carries its error text; an unknown runtime or kernel name is a ``ConfigError``."""
     model, npz = Path(model).resolve(), Path(npz).resolve()
-    _check_inputs(model, npz, threads, min_agreement, max_accuracy_drop)
+    n_available = _check_inputs(model, npz, threads, min_agreement, max_accuracy_drop)
     if not kernels or any(k not in KERNELS for k in kernels) or reference_kernels not in kernels:
         raise ConfigError(f"Kernels {tuple(kernels)!r} with reference {reference_kernels!r} are invalid.",
                           f"Use some of: {', '.join(KERNELS)}, the reference's among them.")
@@ -272,7 +276,7 @@ def fidelity_matrix(model: Path, npz: Path, runtimes: Sequence[str] | None = Non
                   for (name, k), raw in raws.items())
     matrix = FidelityMatrix(model.name, npz.name, threads, max((c.n for c in cells), default=0),
                             f"{ref_key[0]} / {ref_key[1]}" if ref_key else None, min_agreement, max_accuracy_drop,
-                            tuple(by_name), cells)
+                            tuple(by_name), cells, n_available)
     say(f"reference {matrix.reference or 'none'}: {len(matrix.divergent)} divergent, {len(matrix.failed)} failed "
         f"of {len(cells)} cells")
     return matrix
@@ -295,7 +299,8 @@ def _row(cell: MatrixCell) -> tuple[str, ...]:
 
 def _title(matrix: FidelityMatrix) -> str:
     ref = matrix.reference or "none (no cell of the reference kernels ran)"
-    return (f"{matrix.model} on {matrix.npz}: n={matrix.n}, {matrix.threads} thread{'s' if matrix.threads != 1 else ''}; "
+    first = f" (the first of {matrix.n_available})" if matrix.n_available > matrix.n else ""
+    return (f"{matrix.model} on {matrix.npz}: n={matrix.n}{first}, {matrix.threads} thread{'s' if matrix.threads != 1 else ''}; "
             f"reference {ref}; divergent = agreement < {100 * matrix.min_agreement:g}% "
             f"or accuracy more than {100 * matrix.max_accuracy_drop:g} point(s) below the reference")
 

@@ -10,6 +10,8 @@ import numpy as np
 from ..errors import DataError
 
 SPLITS = ("train", "val", "test", "calib")
+# The label of a sample whose class is unknown (the --unlabelled transfer set): the hard-label loss skips it.
+UNLABELLED = -1
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,9 @@
 
 Registered names:
 - ``ce``: hard labels only — the no-KD baseline, and how the built-in teacher is trained.
+
+Every hard-label term skips samples labelled ``UNLABELLED`` (-1): the transfer set of ``--unlabelled`` joins the
+KD student's training split with no label, so it is taught by the teacher's soft targets alone.
 - ``logit``: Hinton et al.'s soft targets, ``α·CE(y, p_s) + (1−α)·T²·KL(p_t^T ‖ p_s^T)``.
 - ``fitnet``: logit KD + β·FitNets hint (learned 1x1 projection of the student's last feature map).
 - ``attention``: logit KD + β·attention transfer on the last feature maps.
@@ -18,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..data.spec import UNLABELLED
 from ..errors import ConfigError
 from ..registry import Registry
 from .features import HiddenProjection, HintProjection, attention_loss, hidden_loss, hint_loss
@@ -44,7 +48,7 @@ class KDBatch:
     """What one training step hands the loss."""
 
     student: torch.Tensor  # student logits
-    target: torch.Tensor  # hard labels
+    target: torch.Tensor  # hard labels; UNLABELLED (-1) for a transfer-set sample
     teacher: torch.Tensor | None = None  # teacher logits on the same view
     student_map: torch.Tensor | None = None  # last feature maps, for feature losses
     teacher_map: torch.Tensor | None = None
@@ -62,8 +66,22 @@ class Loss:
 LOSSES: Registry[Loss] = Registry("KD loss")
 
 
+def hard_label_ce(student: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy over the batch's labelled samples; 0 (still part of the graph) when it has none.
+
+    A fully labelled batch takes the plain ``F.cross_entropy`` call, so builds without a transfer set train bit for
+    bit as before; a batch of transfer samples alone would otherwise average over no sample and give NaN.
+    """
+    labelled = target != UNLABELLED
+    if bool(labelled.all()):
+        return F.cross_entropy(student, target)
+    if not bool(labelled.any()):
+        return student.sum() * 0.0
+    return F.cross_entropy(student, target, ignore_index=UNLABELLED)
+
+
 def _ce(batch: KDBatch, cfg: KDConfig, module: nn.Module | None) -> dict[str, torch.Tensor]:
-    ce = F.cross_entropy(batch.student, batch.target)
+    ce = hard_label_ce(batch.student, batch.target)
     return {"loss": ce, "ce": ce}
 
 
@@ -71,7 +89,7 @@ def _logit(batch: KDBatch, cfg: KDConfig, module: nn.Module | None) -> dict[str,
     if batch.teacher is None:
         raise ConfigError("The KD losses need teacher logits.", "Pass a teacher, or use the 'ce' loss.")
     t = cfg.temperature
-    ce = F.cross_entropy(batch.student, batch.target)
+    ce = hard_label_ce(batch.student, batch.target)
     kd = F.kl_div(F.log_softmax(batch.student / t, dim=1), F.log_softmax(batch.teacher / t, dim=1), reduction="batchmean", log_target=True)
     kd = kd * t**2  # keeps the KD gradient scale independent of T (Hinton et al. 2015)
     return {"loss": cfg.alpha * ce + (1 - cfg.alpha) * kd, "ce": ce, "kd": kd}

@@ -344,6 +344,26 @@ def _versus_nokd(r: Report) -> str:
     return out
 
 
+@section("unlabelled", "Unlabelled data: labels only, pseudo-labels, soft targets", "unlabelled")
+def _unlabelled(r: Report) -> str | None:
+    """--unlabelled: the transfer set, the teacher's agreement with its labels, and the three students side by side."""
+    u = get(r, "unlabelled")
+    if not isinstance(u, dict):
+        return None
+    t, acc = u.get("transfer") or {}, u.get("test_accuracy") or {}
+    arms = (("labels_only", "labels only (no KD)", "CE on the labelled training split"),
+            ("pseudo_labels", "pseudo-labels", "CE on the labelled split + the transfer set labelled by the teacher's top-1 class"),
+            ("kd", "soft targets (KD)", "CE on the labelled split; the teacher's soft targets on it and the transfer set"))
+    bars = [Bar(name, 100 * acc[k], PALETTE[i], pct(acc[k])) for i, (k, name, _) in enumerate(arms) if _num(acc.get(k))]
+    agreement = (f"the teacher agrees with <b>{pct(t.get('teacher_agreement'))}</b> of the {num(t.get('n_labelled'))} labels the file gives "
+                 "(used for nothing else)" if _num(t.get("teacher_agreement")) else "no labels")
+    intro = f"<p>Transfer set: <b>{num(t.get('n'))}</b> samples from {e(t.get('source', '?'))}, labelled once by the teacher; {agreement}.</p>"
+    chart = svg.hbars(bars, title="The same student, three ways of using the teacher", x_label="test accuracy (%)") if bars else ""
+    rows = [[name, how, pct(acc.get(k))] for k, name, how in arms]
+    return (intro + chart + where(f"host, the {e(get(r, 'ledger.n_test', '?'))} held-out test samples; same student size, seed and epochs.")
+            + table(["student", "trained with", "test accuracy"], rows))
+
+
 def _teacher_input(r: Report) -> str:
     """A teacher file's input contract and its validation accuracy under each scaling the build tried."""
     desc = get(r, "teacher.input_description")
@@ -391,14 +411,16 @@ def _matrix_block(f: dict[str, Any], m: Any) -> str:
 @section("training", "Training curves", "teacher", "students")
 def _training(r: Report) -> str | None:
     series = []
-    for i, (label, path) in enumerate((("teacher", "teacher.train"), ("student, no KD", "students.baseline.train"), ("student, KD", "students.kd.train"))):
+    for i, (label, path) in enumerate((("teacher", "teacher.train"), ("student, no KD", "students.baseline.train"), ("student, KD", "students.kd.train"),
+                                       ("student, pseudo-labels", "students.pseudo.train"))):
         hist = [h for h in get(r, f"{path}.history", []) or [] if isinstance(h, dict)]
         if hist:
             series.append(Series(label, [h.get("epoch") for h in hist], [100 * h.get("val_accuracy", 0) for h in hist],
                                  "#374151" if i == 0 else PALETTE[i]))
     rows = []
     for label, path in (("teacher " + str(get(r, "teacher.source", "")), "teacher"), (f"student, no KD: {get(r, 'students.baseline.label', '')}", "students.baseline"),
-                        (f"student, KD: {get(r, 'students.kd.label', '')}", "students.kd")):
+                        (f"student, KD: {get(r, 'students.kd.label', '')}", "students.kd"),
+                        (f"student, pseudo-labels: {get(r, 'students.pseudo.label', '')}", "students.pseudo")):
         if isinstance(get(r, path), dict):
             rows.append([label, num(get(r, f"{path}.params")), pct(get(r, f"{path}.val_accuracy")), pct(get(r, f"{path}.test_accuracy")),
                          get(r, f"{path}.train.best_epoch", "–"), num(get(r, f"{path}.train.seconds"))])

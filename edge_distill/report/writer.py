@@ -20,8 +20,9 @@ from ..serde import to_jsonable
 from ..versions import tool_versions
 
 
-def write_report(run: RunDir, *, options, profile, data, teacher, sizing, baseline, student, conversion, verified, bench, times, total_seconds,
-                 fidelity=None, bundle=None, choice=None, fidelity_matrix=None) -> dict[str, Any]:
+def write_report(run: RunDir, *, options, profile, data, teacher, sizing, students, conversion, verified, bench, times, total_seconds,
+                 fidelity=None, bundle=None, choice=None, fidelity_matrix=None, transfer=None) -> dict[str, Any]:
+    """``students``: ``stages.train.Students``; ``transfer``: the --unlabelled transfer set (None without it)."""
     report = {
         "generated_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "run_dir": str(run.root),
@@ -31,7 +32,9 @@ def write_report(run: RunDir, *, options, profile, data, teacher, sizing, baseli
         "data": to_jsonable(data),
         "teacher": to_jsonable(teacher),
         "sizing": to_jsonable(sizing),
-        "students": {"baseline": to_jsonable(baseline), "kd": to_jsonable(student)},
+        "students": {"baseline": to_jsonable(students.baseline), "kd": to_jsonable(students.kd),
+                     **({"pseudo": to_jsonable(students.pseudo)} if students.pseudo is not None else {})},
+        "unlabelled": _unlabelled(transfer, students),  # None without --unlabelled
         "student_choice": to_jsonable(choice),  # which student was converted and ships, decided on validation
         "conversion": to_jsonable(conversion),
         "ledger": to_jsonable(verified),
@@ -45,6 +48,16 @@ def write_report(run: RunDir, *, options, profile, data, teacher, sizing, baseli
     run.write_json("report.json", report)
     write_renderings(run, report)
     return report
+
+
+def _unlabelled(transfer, students) -> dict[str, Any] | None:
+    """The transfer set and the three students' test accuracies: what the labels alone, the teacher's top-1 classes and its
+    soft targets each give the same student."""
+    if transfer is None:
+        return None
+    return {"transfer": to_jsonable(transfer),
+            "test_accuracy": {"labels_only": students.baseline.test_accuracy, "pseudo_labels": students.pseudo.test_accuracy,
+                              "kd": students.kd.test_accuracy}}
 
 
 def write_renderings(run: RunDir, report: dict[str, Any]) -> list[str]:
@@ -290,6 +303,24 @@ def _versus_nokd_md(r: dict[str, Any]) -> list[str]:
     return [" ".join(out), ""] if out else []
 
 
+UNLABELLED_ARMS = (("labels_only", "labels only (no KD)", "CE on the labelled training split"),
+                   ("pseudo_labels", "pseudo-labels", "CE on the labelled split + the transfer set labelled by the teacher's top-1 class"),
+                   ("kd", "soft targets (KD)", "CE on the labelled split; the teacher's soft targets on it and the transfer set"))
+
+
+def _unlabelled_md(r: dict[str, Any]) -> list[str]:
+    u = r.get("unlabelled")
+    if not u:
+        return []
+    t, acc = u["transfer"], u["test_accuracy"]
+    agreement = (f"the teacher agrees with **{_pct(t['teacher_agreement'])}** of the {t['n_labelled']:,} labels the file gives "
+                 "(they trained nothing)" if t.get("teacher_agreement") is not None else "no labels")
+    return ["## Unlabelled data (--unlabelled)", "",
+            f"Transfer set: **{t['n']:,}** samples from {t['source']}, labelled once by the teacher; {agreement}. "
+            f"The same student (size, seed, epochs), on the {r['data']['n_test']} test samples:", "",
+            _table(["student", "trained with", "test accuracy"], [[name, how, _pct(acc[k])] for k, name, how in UNLABELLED_ARMS]), ""]
+
+
 def _teacher_input_md(teacher: dict[str, Any]) -> list[str]:
     if not teacher.get("input_description"):
         return []
@@ -307,6 +338,7 @@ def render_markdown(r: dict[str, Any]) -> str:
         *_intro_md(p, d),
         *_ledger_md(led),
         *_versus_nokd_md(r),
+        *_unlabelled_md(r),
         *_gate_md(r),
         *_checks_md(r),
         *_latency_md(p, bench),
@@ -417,13 +449,22 @@ def _models_md(r: dict[str, Any]) -> list[str]:
                 ["teacher " + r["teacher"]["source"], f"{r['teacher']['params']:,}", _pct(r["teacher"]["val_accuracy"]), _pct(r["teacher"]["test_accuracy"]), ""],
                 [f"student, no KD: {r['students']['baseline']['label']}", f"{r['students']['baseline']['params']:,}",
                  _pct(r["students"]["baseline"]["val_accuracy"]), _pct(r["students"]["baseline"]["test_accuracy"]), "hard labels"],
+                *_pseudo_row(r["students"].get("pseudo")),
                 [f"student, KD: {r['students']['kd']['label']}", f"{r['students']['kd']['params']:,}",
                  _pct(r["students"]["kd"]["val_accuracy"]), _pct(r["students"]["kd"]["test_accuracy"]),
-                 f"{r['options']['kd_loss']} KD, T={r['options']['temperature']}, alpha={r['options']['alpha']}"],
+                 f"{r['options']['kd_loss']} KD, T={r['options']['temperature']}, alpha={r['options']['alpha']}"
+                 + (" (labelled split + transfer set)" if r["students"].get("pseudo") else "")],
             ],
         ),
         "",
     ]
+
+
+def _pseudo_row(pseudo: dict[str, Any] | None) -> list[list[str]]:
+    if not pseudo:
+        return []
+    return [[f"student, pseudo-labels: {pseudo['label']}", f"{pseudo['params']:,}", _pct(pseudo["val_accuracy"]), _pct(pseudo["test_accuracy"]),
+             "hard labels + the teacher's top-1 class on the transfer set"]]
 
 
 def _times_md(r: dict[str, Any]) -> list[str]:

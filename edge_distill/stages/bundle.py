@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..profiles import DeviceProfile
@@ -9,7 +10,17 @@ from ..rundir import RunDir
 from .convert import shipped_file
 
 
-def bundle(run: RunDir, task, profile: DeviceProfile, data, conversion, verified, device_runtime: str):
+@dataclass(frozen=True)
+class BundleSettings:
+    profile: str  # the bundle's name and READMEs say which device it was built for
+    device_runtime: str  # what requirements.txt installs
+
+    @classmethod
+    def from_options(cls, options, profile: DeviceProfile) -> BundleSettings:
+        return cls(profile.name, options.device_runtime)
+
+
+def bundle(run: RunDir, task, settings: BundleSettings, profile: DeviceProfile, data, conversion, verified):
     from ..bundle import ModelFacts, build_bundles
 
     spec, int8 = data.spec, shipped_file(conversion)
@@ -20,7 +31,7 @@ def bundle(run: RunDir, task, profile: DeviceProfile, data, conversion, verified
         pixel_scale=getattr(spec, "pixel_scale", 1.0), mean=getattr(spec, "mean", 0.0), std=getattr(spec, "std", 1.0),
         variant=int8.variant,
         variant_description=int8.integer_description, accuracy=verified.row(int8.variant).accuracy, n_test=verified.n_test,
-        profile=profile.name, resize=getattr(spec, "resize", ""), **_runtime_facts(device_runtime),
+        profile=profile.name, resize=getattr(spec, "resize", ""), **_runtime_facts(settings.device_runtime),
     )
     return build_bundles(run, run.path(int8.path), facts)
 

@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import dataclass
 
 from ..data import DataResult
 from ..rundir import RunDir
 from .data import write_npy
+
+
+@dataclass(frozen=True)
+class ClassicalSettings:
+    method: str = "tfidf-logreg"  # TF-IDF word 1-2-grams + logistic regression, C chosen on validation (models/classical.py)
 
 
 def fit_classical(run: RunDir, task, data: DataResult):

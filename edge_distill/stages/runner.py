@@ -21,6 +21,7 @@ STAGE_CHECKPOINTS = {
     "size": ("size/proxy",),
     "baseline": ("distill/student_nokd.ckpt",),
     "distill": ("distill/student_kd.ckpt",),
+    "pseudo-label": ("distill/student_pseudo.ckpt",),
 }
 
 

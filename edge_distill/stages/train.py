@@ -1,16 +1,23 @@
-"""The baseline and distill stages: the sized student trained on hard labels alone, and with the teacher."""
+"""The baseline and distill stages: the sized student trained on hard labels alone, and with the teacher.
+
+With ``--unlabelled`` the KD student trains on the training split followed by the transfer set (no labels there:
+the teacher's soft targets alone teach it), and a third stage, ``pseudo-label``, trains the same student on the same
+samples with plain CE on the teacher's top-1 classes; the no-KD baseline keeps to the labelled split.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from ..console import get_console
 from ..data import DataResult
+from ..errors import ConfigError
 from ..rundir import RunDir
 from ..serde import to_jsonable
 from .teacher import TeacherResult
+from .transfer import TransferResult, load_transfer
 
 
 @dataclass(frozen=True)
@@ -43,6 +50,7 @@ class StudentSettings:
     views: ViewSettings | None
     student_embeddings: str  # text students: "teacher" (start from the teacher's word vectors) or "random"
     task_constants: dict[str, Any] = field(default_factory=dict)  # Task.student_constants()
+    pseudo_labels: ClassVar[bool] = False  # a class constant, not a field: the two existing stages' keys stay as they were
 
     @classmethod
     def from_options(cls, options, task, world_size: int, distill: bool) -> StudentSettings:
@@ -66,6 +74,22 @@ class StudentSettings:
 
 
 @dataclass(frozen=True)
+class PseudoLabelSettings(StudentSettings):
+    """The pseudo-label student: the KD student's samples (labelled split + transfer set) and seed, plain CE on the
+    teacher's top-1 class where there is no label -- so the report shows what the teacher's *soft* targets add."""
+
+    pseudo_labels: ClassVar[bool] = True
+
+    @property
+    def name(self) -> str:
+        return "student_pseudo"
+
+    @property
+    def stage(self) -> str:
+        return "pseudo-label"
+
+
+@dataclass(frozen=True)
 class StudentResult:
     label: str
     path: str
@@ -76,9 +100,40 @@ class StudentResult:
     train: Any = None
 
 
-def train_student(run: RunDir, task, settings: StudentSettings, data: DataResult, sizing, teacher: TeacherResult) -> tuple[StudentResult, list[Path]]:
+@dataclass(frozen=True)
+class Students:
+    """The build's trained students and their stage keys; ``pseudo`` only with --unlabelled."""
+
+    baseline: StudentResult
+    baseline_key: str
+    kd: StudentResult
+    kd_key: str
+    pseudo: StudentResult | None = None
+    pseudo_key: str | None = None
+
+    def keys(self) -> list[str]:
+        return [self.baseline_key, self.kd_key, *([self.pseudo_key] if self.pseudo_key else [])]
+
+    def shipped(self, choice) -> tuple[StudentResult, str]:
+        """The student the build converts (``verify.StudentChoice``), and its key."""
+        return (self.kd, self.kd_key) if choice.shipped == "kd" else (self.baseline, self.baseline_key)
+
+
+def world_size(options) -> int:
+    """How many ranks train: DDP results differ from single-process ones at the level of seed noise."""
+    from ..distill import ddp
+
+    n = ddp.planned_world_size(options.nproc)
+    if ddp.launched_by_torchrun() and options.nproc > 1:
+        get_console().warn(f"--nproc {options.nproc} is ignored under torchrun: the world has {n} ranks.")
+    return n
+
+
+def train_student(run: RunDir, task, settings: StudentSettings, data: DataResult, sizing, teacher: TeacherResult,
+                  transfer: TransferResult | None = None) -> tuple[StudentResult, list[Path]]:
     """Train the sized student; the no-KD baseline (``settings.kd`` None) still uses ``teacher`` for a view bank or
-    starting embeddings when its settings ask for them, never for its loss."""
+    starting embeddings when its settings ask for them, never for its loss.  ``transfer``: the KD or pseudo-label
+    student's extra samples."""
     import torch
 
     from ..distill import KDConfig, accuracy
@@ -91,9 +146,11 @@ def train_student(run: RunDir, task, settings: StudentSettings, data: DataResult
     task.init_student(model, run, settings, teacher, data, sizing, settings.stage)
     kd = KDConfig(loss="ce") if settings.kd is None else KDConfig(loss=settings.kd.loss, temperature=settings.kd.temperature,
                                                                    alpha=settings.kd.alpha, beta=settings.kd.beta)
-    what = f"KD ({kd.loss}, T={kd.temperature}, alpha={kd.alpha})" if settings.kd else "hard labels only (no-KD baseline)"
-    get_console().stage(settings.stage, f"training {sizing.chosen.label()} with {what}")
-    train_result = _fit(run, task, settings, data, sizing, teacher, model, splits, kd)
+    what = (f"KD ({kd.loss}, T={kd.temperature}, alpha={kd.alpha})" if settings.kd else
+            "hard labels and the teacher's top-1 class (pseudo-labels)" if settings.pseudo_labels else "hard labels only (no-KD baseline)")
+    extra = f", on {splits.y_train.size:,} labelled + {transfer.n:,} transfer samples" if transfer is not None else ""
+    get_console().stage(settings.stage, f"training {sizing.chosen.label()} with {what}{extra}")
+    train_result = _fit(run, task, settings, data, sizing, teacher, model, splits, kd, transfer)
     with run.atomic_path(f"distill/{settings.name}.pt") as tmp:
         torch.save(model.state_dict(), tmp)
     result = StudentResult(label=sizing.chosen.label(), path=f"distill/{settings.name}.pt", params=count_params(model), loss=kd.loss,
@@ -110,13 +167,17 @@ def _train_config(settings: StudentSettings, data: DataResult):
                        background=data.spec.background, **constants)
 
 
-def _fit(run: RunDir, task, settings: StudentSettings, data: DataResult, sizing, teacher: TeacherResult, model, splits, kd):
+def _fit(run: RunDir, task, settings: StudentSettings, data: DataResult, sizing, teacher: TeacherResult, model, splits, kd,
+         transfer: TransferResult | None):
     """The training run itself: with a view bank, cached features, the teacher online, or its cached logits."""
     import numpy as np
 
     from ..distill import LOSSES, ddp, train
 
     cfg = _train_config(settings, data)
+    if transfer is not None and (settings.views or ddp.wanted(settings.nproc)):
+        raise ConfigError("--unlabelled does not yet combine with --teacher-views or DDP training (--nproc > 1, torchrun).",
+                          "Leave those out with --unlabelled: one process, the teacher's cached logits or the teacher online.")
     views = None
     if settings.views:
         views, cfg = task.view_bank(run, settings, teacher, data, sizing, splits, cfg, kd.loss)
@@ -133,8 +194,26 @@ def _fit(run: RunDir, task, settings: StudentSettings, data: DataResult, sizing,
                                  teacher.logits_path if distilling else None, checkpoint, settings.name, settings.nproc)
     teacher_logits = np.load(run.path(teacher.logits_path)) if distilling and not online else None
     teacher_model = task.load_teacher(run, teacher, data) if online else None
-    return train(model, splits.x_train, splits.y_train, splits.x_val, splits.y_val, cfg, kd, teacher_logits, run.path(checkpoint),
+    x_train, y_train = splits.x_train, splits.y_train
+    if transfer is not None:
+        x_train, y_train, teacher_logits = _with_transfer(run, task, settings, sizing, transfer, x_train, y_train, teacher_logits)
+    return train(model, x_train, y_train, splits.x_val, splits.y_val, cfg, kd, teacher_logits, run.path(checkpoint),
                  settings.name, teacher=teacher_model, views=views)
+
+
+def _with_transfer(run: RunDir, task, settings: StudentSettings, sizing, transfer: TransferResult, x, y, teacher_logits):
+    """The training split followed by the transfer set, whose labels are UNLABELLED for the KD student (its CE skips
+    them, its KD term does not) and the teacher's top-1 classes for the pseudo-label student; the file's own labels
+    never train."""
+    import numpy as np
+
+    from ..data.spec import UNLABELLED
+
+    x_transfer, logits = load_transfer(run, transfer)
+    y_transfer = logits.argmax(1).astype(np.int64) if settings.pseudo_labels else np.full(len(logits), UNLABELLED, np.int64)
+    x = np.concatenate([x, task.student_inputs(sizing, x_transfer).astype(x.dtype)])
+    y = np.concatenate([y, y_transfer])
+    return x, y, None if teacher_logits is None else np.concatenate([teacher_logits, logits.astype(teacher_logits.dtype)])
 
 
 def load_student_model(run: RunDir, student: StudentResult, sizing, spec):

@@ -11,7 +11,10 @@ from ..rundir import RunDir
 from ..serde import to_jsonable
 from .data import load_splits
 from .teacher import TeacherResult
-from .train import StudentResult, load_student_model
+from .train import Students, load_student_model
+
+
+PSEUDO_VARIANT = "pseudo_torch_fp32"  # the pseudo-label student's ledger row (--unlabelled)
 
 
 @dataclass(frozen=True)
@@ -26,17 +29,18 @@ class VerifySettings:
         return cls(options.max_int8_drop, shipped_student, classical_baseline, options.device_runtime)
 
 
-def verify(run: RunDir, task, settings: VerifySettings, data: DataResult, sizing, teacher: TeacherResult, baseline: StudentResult,
-           student: StudentResult, conversion, classical=None):
+def verify(run: RunDir, task, settings: VerifySettings, data: DataResult, sizing, teacher: TeacherResult, students: Students, conversion,
+           classical=None):
+    """With --unlabelled the pseudo-label student gets its own fp32 row beside the two other students."""
     from ..verify import build_ledger
 
     splits = load_splits(run, data)
     x = task.student_splits(run, data, sizing).x_test
     threads = os.cpu_count() or 1
-    scored = _score_torch_models(run, task, data, sizing, teacher, baseline, student, splits, x, threads)
+    scored = _score_torch_models(run, task, data, sizing, teacher, students, splits, x, threads)
     if classical is not None:
         scored.append(_score_classical(run, data, classical))
-    scored += _score_converted_files(run, conversion, student, x, threads, settings.device_runtime)
+    scored += _score_converted_files(run, conversion, students.kd, x, threads, settings.device_runtime)
     where = (
         f"host ({platform.machine()}, {threads} threads), batch 1: median over the {len(x)} test-split invokes in-process "
         f"(torch: the first 64 forward passes; TFLite on {settings.device_runtime}: "
@@ -52,17 +56,18 @@ def verify(run: RunDir, task, settings: VerifySettings, data: DataResult, sizing
     return result, [run.path("verify/ledger.json")]
 
 
-def _score_torch_models(run, task, data, sizing, teacher, baseline, student, splits, x, threads):
+def _score_torch_models(run, task, data, sizing, teacher, students: Students, splits, x, threads):
     from ..distill import predict_logits
     from ..verify import Scored, torch_latency_ms
 
     x_teacher = task.teacher_split_inputs(run, teacher, splits, "test")  # a text teacher reads its own token ids
+    models = [("teacher", "teacher_torch_fp32", teacher, task.load_teacher(run, teacher, data), x_teacher),
+              ("student (no KD)", "nokd_torch_fp32", students.baseline, load_student_model(run, students.baseline, sizing, data.spec), x)]
+    if students.pseudo is not None:
+        models.append(("student (pseudo-labels)", PSEUDO_VARIANT, students.pseudo, load_student_model(run, students.pseudo, sizing, data.spec), x))
+    models.append(("student (KD)", "torch_fp32", students.kd, load_student_model(run, students.kd, sizing, data.spec), x))
     scored = []
-    for name, variant, trained, model, xs in (
-        ("teacher", "teacher_torch_fp32", teacher, task.load_teacher(run, teacher, data), x_teacher),
-        ("student (no KD)", "nokd_torch_fp32", baseline, load_student_model(run, baseline, sizing, data.spec), x),
-        ("student (KD)", "torch_fp32", student, load_student_model(run, student, sizing, data.spec), x),
-    ):
+    for name, variant, trained, model, xs in models:
         scored.append(Scored(name, variant, "torch", predict_logits(model, xs), None, trained.params, "float32", torch_latency_ms(model, xs, threads=threads)))
     return scored
 

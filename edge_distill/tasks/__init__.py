@@ -24,6 +24,7 @@ if TYPE_CHECKING:  # names for annotations only: importing them here would load 
     from ..rundir import RunDir
     from ..sizing import SizingResult
     from ..stages.teacher import TeacherResult
+    from ..stages.transfer import TransferSet
 
 # name → module holding its Task subclass (imported on demand, so a vision build never imports the text code).
 TASK_MODULES = {"vision": "edge_distill.tasks.vision", "text": "edge_distill.tasks.text"}
@@ -87,6 +88,16 @@ class Task:
     def check_teacher(self, teacher: TeacherResult, baseline_val_accuracy: float, data: DataResult) -> None:
         """Once the no-KD student is known: stop or warn when the teacher cannot teach it anything."""
 
+    # ---- a transfer set (--unlabelled)
+    def unlabelled_settings(self, options: BuildOptions) -> Any:
+        """The transfer stage's settings (a frozen dataclass): --unlabelled and the options that say how this task reads it."""
+        raise ConfigError(f"--unlabelled is not supported for {self.name} builds yet.", "Leave it out.")
+
+    def prepare_unlabelled(self, run: RunDir, settings: Any, data: DataResult, teacher: TeacherResult) -> TransferSet:
+        """The --unlabelled samples prepared exactly like the training split (same size, channels and normalization, or
+        the same tokenizer), what the teacher reads of them, and their labels where the file has them."""
+        raise NotImplementedError
+
     # ---- students
     def student_constants(self) -> dict[str, Any]:
         """Training settings of this task's students that are not options (batch size, learning rate, graph revision)."""
@@ -97,6 +108,10 @@ class Task:
         from ..stages.data import load_splits
 
         return load_splits(run, data)
+
+    def student_inputs(self, sizing: SizingResult, x: np.ndarray) -> np.ndarray:
+        """Inputs as the data stage prepares them (a transfer set's too), as the chosen student reads them."""
+        return x
 
     def student_reads_teacher(self, settings: Any) -> bool:
         """Whether even the no-KD student starts from something of the teacher's (then its key includes the teacher)."""

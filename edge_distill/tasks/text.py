@@ -14,7 +14,8 @@ from ..rundir import RunDir
 from ..stages.data import load_splits, write_npz, write_splits
 from . import Task
 from .text_features import start_from_teacher_embeddings, teacher_hidden_states, teacher_view_bank, write_student_tokenizer
-from .text_teacher import TextTeacherSettings, export_teacher_onnx, load_teacher, make_text_teacher, teacher_content_key, teacher_inputs
+from .text_teacher import (TextTeacherSettings, encode_for_teacher, export_teacher_onnx, load_teacher, make_text_teacher, teacher_content_key,
+                           teacher_inputs)
 
 # Text students train on batches of 256 at a peak learning rate of 6e-3 (OneCycle).  Measured on wordnet-nouns
 # (tiny-transformer 64x2, 8 epochs, seed 0): validation 0.8177 without KD and 0.8207 with logit KD, vs 0.8104 and
@@ -28,6 +29,13 @@ class TextDataSettings:
     data: str
     seed: int
     calib_count: int
+    text_field: str
+    label_field: str
+
+
+@dataclass(frozen=True)
+class TextUnlabelledSettings:
+    unlabelled: str
     text_field: str
     label_field: str
 
@@ -102,6 +110,21 @@ class TextTask(Task):
     def teacher_split_inputs(self, run, teacher, splits, split: str):
         return teacher_inputs(run, teacher, splits, split)
 
+    # ---- a transfer set
+    def unlabelled_settings(self, options) -> TextUnlabelledSettings:
+        return TextUnlabelledSettings(options.unlabelled, options.text_field, options.label_field)
+
+    def prepare_unlabelled(self, run, settings: TextUnlabelledSettings, data, teacher):
+        """Encoded by the data stage's tokenizer (fitted on the labelled training split) for the student, and by the
+        teacher's own tokenizer for the teacher."""
+        from ..data.tokenizer import WordTokenizer
+        from ..data.unlabelled import load_unlabelled_texts
+        from ..stages.transfer import TransferSet
+
+        texts = load_unlabelled_texts(settings.unlabelled, settings.text_field, settings.label_field, data.spec.class_names)
+        x = WordTokenizer.load(run.path(data.tokenizer_path)).encode(texts.texts)
+        return TransferSet(x, encode_for_teacher(run, teacher, texts.texts), texts.y, texts.source)
+
     # ---- students
     def student_constants(self) -> dict:
         from ..models.text import TEXT_STUDENT_REVISION
@@ -110,10 +133,13 @@ class TextTask(Task):
 
     def student_splits(self, run, data, sizing):
         """The student reads ids of its own vocabulary and length."""
+        splits = load_splits(run, data)
+        return dataclasses.replace(splits, **{f"x_{s}": self.student_inputs(sizing, getattr(splits, f"x_{s}")) for s in ("train", "val", "test", "calib")})
+
+    def student_inputs(self, sizing, x):
         from ..models.text import student_inputs
 
-        splits = load_splits(run, data)
-        return dataclasses.replace(splits, **{f"x_{s}": student_inputs(sizing.chosen, getattr(splits, f"x_{s}")) for s in ("train", "val", "test", "calib")})
+        return student_inputs(sizing.chosen, x)
 
     def student_reads_teacher(self, settings) -> bool:
         return settings.student_embeddings == "teacher"
@@ -230,6 +256,9 @@ def _check_text_teacher_options(options) -> None:
                           "Use --kd-loss logit with --teacher-views, or --kd-loss hidden without it.")
     if options.nproc > 1:
         raise ConfigError("--nproc > 1 is not supported for text builds yet.", "Use --nproc 1.")
+    if options.unlabelled and options.kd_loss == "hidden":
+        raise ConfigError("--kd-loss hidden with --unlabelled is not supported yet: the teacher's hidden states are cached for the "
+                          "labelled training texts only.", "Use --kd-loss logit with --unlabelled.")
     if options.teacher not in ("auto", "minilm") and not options.teacher.startswith("hf:"):
         raise ConfigError(f"--teacher {options.teacher!r} is not a text teacher.",
                           "Use --teacher minilm (all-MiniLM-L6-v2, fine-tuned), hf:DIR (a local Hugging Face model) or auto.")

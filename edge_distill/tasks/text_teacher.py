@@ -136,6 +136,11 @@ def teacher_inputs(run: RunDir, teacher, splits, split: str) -> np.ndarray:
         return npz[split]
 
 
+def encode_for_teacher(run: RunDir, teacher, texts: list[str]) -> np.ndarray:
+    """Texts outside the splits (a transfer set) as the teacher reads them."""
+    return _teacher_encoder(run, teacher)(texts)
+
+
 def _teacher_encoder(run: RunDir, teacher):
     """texts → the teacher's own token ids: its Hugging Face tokenizer, or the data stage's word ids (built-in)."""
     from ..data.tokenizer import WordTokenizer

@@ -23,6 +23,12 @@ class VisionDataSettings:
     test_data: str | None
 
 
+@dataclass(frozen=True)
+class VisionUnlabelledSettings:
+    unlabelled: str
+    skip_bad_images: bool
+
+
 class VisionTask(Task):
     name = "vision"
     default_student = "cnn"
@@ -80,6 +86,19 @@ class VisionTask(Task):
 
     def check_teacher(self, teacher, baseline_val_accuracy: float, data) -> None:
         check_teacher_against_baseline(teacher, baseline_val_accuracy, data)
+
+    # ---- a transfer set
+    def unlabelled_settings(self, options) -> VisionUnlabelledSettings:
+        return VisionUnlabelledSettings(options.unlabelled, options.skip_bad_images)
+
+    def prepare_unlabelled(self, run, settings: VisionUnlabelledSettings, data, teacher):
+        """Brought to the labelled data's size, channels and pixel scale, normalized with its training split's statistics;
+        the teacher reads the same normalized images (a teacher file's input contract applies on top, as for the splits)."""
+        from ..data.unlabelled import load_unlabelled_images
+        from ..stages.transfer import TransferSet
+
+        images = load_unlabelled_images(settings.unlabelled, data.spec, settings.skip_bad_images)
+        return TransferSet(images.x, images.x, images.y, images.source)
 
     # ---- students
     def view_bank(self, run, settings, teacher, data, sizing, splits, cfg, loss):
