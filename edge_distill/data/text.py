@@ -115,18 +115,24 @@ def is_text_file(name: str) -> bool:
     return Path(name).suffix.lower() in TEXT_SUFFIXES
 
 
+def read_rows(path: Path, hint: str, what: str) -> list:
+    """(where, row) of every sample of a .csv / .jsonl; ``what`` names the file in the errors (e.g. "--unlabelled X")."""
+    try:
+        rows = _read_csv(path, hint) if path.suffix.lower() == ".csv" else _read_jsonl(path, hint)
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{what} is not UTF-8 text ({exc.reason} at byte {exc.start}).", "Save the file as UTF-8.") from None
+    if not rows:
+        raise DataError(f"{what} holds no samples.", hint)
+    return rows
+
+
 def load_text_file(name: str, text_field: str = "text", label_field: str = "label") -> RawText:
     path = Path(name)
     hint = (f"Give a .csv with a header row, or a .jsonl with one JSON object per line, holding the fields "
             f"{text_field!r} (the text) and {label_field!r} (its class name); --text-field/--label-field rename them.")
     if not path.is_file():
         raise DataError(f"Text data file {path} does not exist.", hint)
-    try:
-        rows = _read_csv(path, hint) if path.suffix.lower() == ".csv" else _read_jsonl(path, hint)
-    except UnicodeDecodeError as exc:
-        raise DataError(f"{path} is not UTF-8 text ({exc.reason} at byte {exc.start}).", "Save the file as UTF-8.") from None
-    if not rows:
-        raise DataError(f"Text data file {path} holds no samples.", hint)
+    rows = read_rows(path, hint, f"Text data file {path}")
     texts, names = [], []
     for where, row in rows:
         for field in (text_field, label_field):

@@ -134,19 +134,14 @@ class UnlabelledTexts:
 
 def load_unlabelled_texts(name: str, text_field: str, label_field: str, class_names: tuple[str, ...]) -> UnlabelledTexts:
     """The texts of a .csv / .jsonl; the label field is optional, and where given must name one of the labelled data's classes."""
-    from .text import _read_csv, _read_jsonl, is_text_file
+    from .text import is_text_file, read_rows
 
     path = Path(name)
     hint = (f"Give --unlabelled a .csv (with a header row) or .jsonl holding the field {text_field!r} (--text-field); a "
             f"{label_field!r} field is optional and only reports the teacher's agreement.")
     if not path.is_file() or not is_text_file(name):
         raise DataError(f"--unlabelled {path} is not {'a .csv or .jsonl file' if path.exists() else 'an existing file'}.", hint)
-    try:
-        rows = _read_csv(path, hint) if path.suffix.lower() == ".csv" else _read_jsonl(path, hint)
-    except UnicodeDecodeError as exc:
-        raise DataError(f"--unlabelled {path} is not UTF-8 text ({exc.reason} at byte {exc.start}).", "Save the file as UTF-8.") from None
-    if not rows:
-        raise DataError(f"--unlabelled {path} holds no samples.", hint)
+    rows = read_rows(path, hint, f"--unlabelled {path}")
     index = {n: i for i, n in enumerate(class_names)}
     texts, labels = [], []
     for where, row in rows:
