@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..errors import BenchError, ConfigError
-from .runners import RUNNERS, AgentOptions, Runner, parse_agent_output, run_command, run_streaming
+from .runners import RUNNERS, AgentOptions, Runner, parse_agent_output, run_command, run_streaming, user_cache_dir
 
 _SETUP_HINTS = dict(timeout_hint="Check the network, then rerun setup.",
                     failure_hint="Rerun `edge-distill runner setup qemu-arm64`; a half-built root is never used.",
@@ -50,11 +50,7 @@ QEMU_BINARIES = ("qemu-aarch64-static", "qemu-aarch64")
 
 
 def root_dir() -> Path:
-    env = os.environ.get("EDGE_DISTILL_QEMU_ROOT")
-    if env:
-        return Path(env).expanduser()
-    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(cache) / "edge-distill" / "qemu-arm64"
+    return user_cache_dir("EDGE_DISTILL_QEMU_ROOT", "qemu-arm64")
 
 
 def find_qemu() -> str | None:

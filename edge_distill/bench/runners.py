@@ -113,6 +113,16 @@ def venv_environ(base: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
+def user_cache_dir(override_env: str, leaf: str) -> Path:
+    """``$override_env`` if set, else ``$XDG_CACHE_HOME`` (or ~/.cache) / edge-distill / ``leaf``: where the tool keeps
+    what it builds once for the user (runtime venvs, the qemu-arm64 root)."""
+    env = os.environ.get(override_env)
+    if env:
+        return Path(env).expanduser()
+    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(cache) / "edge-distill" / leaf
+
+
 def run_command(cmd: list[str], label: str, timeout_s: float, what: str, **kwargs: Any) -> subprocess.CompletedProcess:
     """Run one helper command (ssh, scp, adb, qemu) with a timeout; a timeout becomes a ``BenchError``."""
     try:

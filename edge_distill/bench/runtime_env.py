@@ -34,7 +34,7 @@ from typing import Callable, Iterator
 
 from ..console import get_console
 from ..errors import BenchError, ConfigError
-from .runners import run_streaming, venv_environ  # noqa: F401  (venv_environ: part of this module's API)
+from .runners import run_streaming, user_cache_dir, venv_environ  # noqa: F401  (venv_environ: part of this module's API)
 
 _PIP_HINTS = dict(timeout_hint="Check that the package index is reachable, then try again.",
                   failure_hint="Check that the package index is reachable and that every requirement has a wheel for this Python "
@@ -46,11 +46,7 @@ _PROBE = "import json, platform, sys; print(json.dumps([platform.python_version(
 
 
 def default_cache_root() -> Path:
-    env = os.environ.get("EDGE_DISTILL_RUNTIME_CACHE")
-    if env:
-        return Path(env).expanduser()
-    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(cache) / "edge-distill" / "runtimes"
+    return user_cache_dir("EDGE_DISTILL_RUNTIME_CACHE", "runtimes")
 
 
 def _python_in(venv: Path) -> Path:
