@@ -87,6 +87,13 @@ class BuildOptions:
     student_embeddings: str = option("teacher", "text: both students (KD and its no-KD baseline) start their embeddings from the teacher's "
                                                 "vectors for their vocabulary words (PCA to the student's width), or from random ones",
                                      choices=("teacher", "random"))
+    init: str = option("scratch", "images: the KD student starts from random weights (scratch), or is cut out of the built-in teacher by "
+                                  "structured channel pruning until it fits the profile (prune; then the same architecture is also "
+                                  "distilled from scratch, a ledger row beside it, so the report shows what the teacher's weights add)",
+                       choices=("scratch", "prune"))
+    prune_criterion: str = option("activation", "--init prune: which channels go first -- activation (least mean activation x weight "
+                                                "that reads it, on the calibration images), l1 (BatchNorm-folded filter norm) or bn "
+                                                "(|BatchNorm scale|)", choices=("activation", "l1", "bn"))
     min_compression: float = option(4.0, "the student has at most teacher params / this")
     search: str = option("capacity", "pick the largest fitting student (capacity) or train the top-k briefly and pick by validation accuracy "
                                      "(proxy)", choices=("capacity", "proxy"))
@@ -126,6 +133,7 @@ class BuildOptions:
         self._check_teacher_options()
         self._check_training_options()
         self._check_unlabelled()
+        self._check_init()
         self._check_fidelity_runtimes()
         self.image_hw()  # a bad --image-size fails here, before anything is written
         if self.device_runtime != "converter":
@@ -204,6 +212,18 @@ class BuildOptions:
         if self.nproc > 1 or self.teacher_views:
             raise ConfigError("--unlabelled does not yet combine with --nproc > 1 or --teacher-views.",
                               "Use --nproc 1 and leave --teacher-views out (augmentation still works: the teacher runs online).")
+
+    def _check_init(self) -> None:
+        if self.init != "prune":
+            return
+        if self.teacher != "auto":
+            raise ConfigError(f"--init prune cuts the student out of the built-in teacher; this build loads its teacher from {self.teacher!r}, "
+                              "whose layers the pruner cannot know.", "Use --teacher auto (--teacher-arch cnn or vgg), or --init scratch.")
+        if self.student != "auto" or self.search != "capacity":
+            raise ConfigError("--init prune takes the student's architecture from the teacher; --student and --search choose it from a "
+                              "family.", "Leave --student and --search out with --init prune.")
+        if self.nproc > 1:
+            raise ConfigError("--init prune does not yet train on several DDP ranks.", "Use --nproc 1 with --init prune.")
 
     def _check_fidelity_runtimes(self) -> None:
         specs = self.fidelity_runtime_list()

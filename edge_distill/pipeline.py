@@ -31,7 +31,7 @@ from .stages import fidelity as fidelity_stage, size as size_stage, train as tra
 from .stages.data import content_key
 from .stages.runner import Stages
 from .stages.teacher import TeacherResult
-from .stages.train import PseudoLabelSettings, StudentResult, Students, StudentSettings
+from .stages.train import PrunedKDSettings, PseudoLabelSettings, StudentResult, Students, StudentSettings
 from .tasks import Task, resolve_student, resolve_task
 from .verify import VerifyResult, check_against_nokd, choose_shipped_student, enforce_gate, format_ledger
 from .versions import __version__
@@ -62,9 +62,10 @@ def build(options: BuildOptions) -> dict[str, Any]:
     data, data_key = _data(b)
     teacher, teacher_key = _teacher(b, data, data_key)
     transfer, transfer_key = _transfer(b, data, data_key, teacher, teacher_key)
-    sizing, size_key = _size(b, data, data_key, teacher)
+    sizing, size_key = _size(b, data, data_key, teacher, teacher_key)
     arms = _students(b, data, sizing, size_key, teacher, teacher_key, transfer, transfer_key)
-    choice = _choose_shipped(b, arms)
+    choice = choose_shipped_student(arms.kd.val_accuracy, arms.baseline.val_accuracy, options.max_int8_drop, options.if_kd_loses)
+    (b.console.warn if choice.shipped == "nokd" else b.console.info)(choice.note)
     conversion, convert_key = _convert(b, data, data_key, sizing, *arms.shipped(choice), teacher, teacher_key)
     verified, verify_key = _verify(b, data, data_key, sizing, teacher, arms, conversion, choice, [convert_key, teacher_key, *arms.keys()])
     bench, fidelity, matrices = _bench(b, data, sizing, teacher, conversion, verify_key)
@@ -124,27 +125,32 @@ def _transfer(b: Build, data: DataResult, data_key: str, teacher: TeacherResult,
                     lambda: transfer_stage.label_transfer_set(b.run, b.task, settings, data, teacher))
 
 
-def _size(b: Build, data: DataResult, data_key: str, teacher: TeacherResult):
+def _size(b: Build, data: DataResult, data_key: str, teacher: TeacherResult, teacher_key: str):
     from .sizing import SizingResult
 
-    settings = size_stage.SizeSettings.from_options(b.options, resolve_student(b.options.student, b.task), teacher.params)
-    sizing, key = b.stages("size", settings, [data_key, b.profile_key], SizingResult,
-                           lambda: size_stage.choose_size(b.run, settings, data, b.profile))
+    settings = size_stage.settings_from_options(b.options, b.task, teacher.params)  # a family's largest fit, or the teacher cut down
+    inputs = [data_key, b.profile_key, *([teacher_key] if settings.reads_teacher else [])]
+    sizing, key = b.stages(settings.stage, settings, inputs, SizingResult, lambda: size_stage.size(b.run, b.task, settings, data, b.profile, teacher))
     b.console.stage("size", sizing.reason)
     return sizing, key
 
 
 def _students(b: Build, data, sizing, size_key: str, teacher: TeacherResult, teacher_key: str, transfer, transfer_key) -> Students:
-    """No-KD baseline (the teacher only if its settings read it, never the transfer set), KD student, pseudo-label student (--unlabelled)."""
+    """No-KD baseline (the teacher only if its settings read it, never the transfer set), KD student, pseudo-label student (--unlabelled),
+    the pruned KD student (--init prune)."""
     world = train_stage.world_size(b.options)
     settings = StudentSettings.from_options(b.options, b.task, world, distill=False)
     reads_teacher = settings.views is not None or b.task.student_reads_teacher(settings)
     baseline = _student(b, "no-KD", settings, [size_key, *([teacher_key] if reads_teacher else [])], data, sizing, teacher, None)
     b.task.check_teacher(teacher, baseline[0].val_accuracy, data)
     kd_settings = StudentSettings.from_options(b.options, b.task, world, distill=True)
-    kd = _student(b, "KD", kd_settings, [size_key, teacher_key, *([transfer_key] if transfer else [])], data, sizing, teacher, transfer)
+    kd_inputs = [size_key, teacher_key, *([transfer_key] if transfer else [])]
+    kd = _student(b, "KD from scratch" if b.options.init == "prune" else "KD", kd_settings, kd_inputs, data, sizing, teacher, transfer)
     pseudo_settings = PseudoLabelSettings.from_options(b.options, b.task, world, distill=False)
-    pseudo = _student(b, "pseudo-label", pseudo_settings, [size_key, transfer_key], data, sizing, teacher, transfer) if transfer else ()
+    pseudo = _student(b, "pseudo-label", pseudo_settings, [size_key, transfer_key], data, sizing, teacher, transfer) if transfer else (None, None)
+    if b.options.init == "prune":  # the pruned student is the one that ships; kd stays as its from-scratch twin
+        pruned_settings = PrunedKDSettings.from_options(b.options, b.task, world, distill=True)
+        return Students(*baseline, *_student(b, "pruned + KD", pruned_settings, kd_inputs, data, sizing, teacher, transfer), *pseudo, *kd)
     return Students(*baseline, *kd, *pseudo)
 
 
@@ -153,12 +159,6 @@ def _student(b: Build, what: str, settings: StudentSettings, inputs: list[str], 
                             lambda: train_stage.train_student(b.run, b.task, settings, data, sizing, teacher, transfer))
     b.console.stage(settings.stage, f"{what} student: test accuracy {student.test_accuracy:.4f}")
     return student, key
-
-
-def _choose_shipped(b: Build, arms: Students):
-    choice = choose_shipped_student(arms.kd.val_accuracy, arms.baseline.val_accuracy, b.options.max_int8_drop, b.options.if_kd_loses)
-    (b.console.warn if choice.shipped == "nokd" else b.console.info)(choice.note)
-    return choice
 
 
 def _convert(b: Build, data, data_key: str, sizing, shipped: StudentResult, shipped_key: str, teacher: TeacherResult, teacher_key: str):

@@ -52,6 +52,18 @@ class Candidate:
 
 
 @dataclass(frozen=True)
+class PruneRecord:
+    """--init prune: how the student was cut out of the teacher (models/prune.py)."""
+
+    source: str  # which network was cut, e.g. "member 1 of a 2-model ensemble"
+    teacher_params: int  # of that network
+    criterion: str
+    steps: tuple[tuple[int, tuple[int, ...]], ...]  # (params, channels per conv) after each step
+    init_path: str  # the cut weights in the run directory, the KD student's starting point
+    val_accuracy_at_cut: float  # before any training: BatchNorm statistics re-estimated, nothing else
+
+
+@dataclass(frozen=True)
 class SizingResult:
     chosen: StudentConfig
     cost: Cost
@@ -59,6 +71,7 @@ class SizingResult:
     reason: str
     max_params: int  # the effective parameter bound: min(profile budget, teacher params / compression)
     proxy: tuple["ProxyTrial", ...] = ()  # brief training runs, when search="proxy"
+    pruning: PruneRecord | None = None  # --init prune: the chosen student was cut out of the teacher
 
 
 @dataclass(frozen=True)

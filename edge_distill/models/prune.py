@@ -37,10 +37,11 @@ from ..data.spec import DataSpec
 from ..errors import ConfigError, SizingError, TeacherError
 from ..profiles import DeviceProfile
 from ..sizing import Cost, check_budgets, measure_cost
-from .cnn import ConvClassifier, conv_bn_relu, count_params
+from .cnn import ConvClassifier, count_params
+from .pruned_arch import POOL, PrunedArch, build_pruned
+from .student_config import PRUNED_FAMILY, StudentConfig
 from .teacher import Ensemble, FlipAveraged
 
-POOL = "M"  # a 2x2 max-pool in ``PrunedArch.layers`` (torchvision's VGG configurations write it the same way)
 # How much the network loses without a channel, higher = keep:
 # "activation": its mean activation on the calibration batch x the L1 norm of the weights that read it (the next
 #   conv's input slice, or the head's column) -- what it actually adds to the next layer; needs ``calib_x``.
@@ -48,30 +49,6 @@ POOL = "M"  # a 2x2 max-pool in ``PrunedArch.layers`` (torchvision's VGG configu
 #   norm means little here, as the BatchNorm after it divides any scale away.  Data-free.
 # "bn": |BatchNorm scale| (network slimming).  Data-free.
 CRITERIA = ("activation", "l1", "bn")
-
-
-@dataclass(frozen=True)
-class PrunedArch:
-    """A ``ConvClassifier`` with its own width per convolution: ``layers`` lists, in order, each 3x3 conv's output
-    channels or ``POOL``; global average pooling, dropout and the linear head follow."""
-
-    layers: tuple[int | str, ...]
-    dropout: float = 0.0
-
-    def __post_init__(self) -> None:
-        bad = [v for v in self.layers if v != POOL and not (isinstance(v, int) and not isinstance(v, bool) and v >= 1)]
-        if bad or not self.convs or self.layers[0] == POOL or not 0.0 <= self.dropout < 1.0:
-            raise ConfigError(
-                f"Invalid pruned architecture {self.layers} (dropout {self.dropout}).",
-                f"Layers are positive channel counts or {POOL!r} (a 2x2 max-pool), starting with a conv; dropout in [0, 1).",
-            )
-
-    @property
-    def convs(self) -> tuple[int, ...]:
-        return tuple(v for v in self.layers if v != POOL)
-
-    def label(self) -> str:
-        return f"pruned({'-'.join(map(str, self.layers))})"
 
 
 @dataclass(frozen=True)
@@ -94,6 +71,10 @@ class PrunedStudent:
     source: str  # which network was pruned, e.g. "member 1 of a 3-model ensemble"
     steps: tuple[PruneStep, ...]
 
+    def config(self) -> StudentConfig:
+        """The student's description for ``students.build_student``: width/depth are its first conv and conv count."""
+        return StudentConfig(PRUNED_FAMILY, self.arch.convs[0], len(self.arch.convs), layers=self.arch.layers, dropout=self.arch.dropout)
+
     @property
     def compression(self) -> float:
         return self.teacher_params / max(self.cost.params, 1)
@@ -101,23 +82,6 @@ class PrunedStudent:
     def summary(self) -> str:
         return (f"{self.arch.label()} cut from {self.source}: {self.cost.params:,} params ({self.compression:.1f}x fewer, "
                 f"bound {self.max_params:,}) in {len(self.steps)} steps by {self.criterion!r} importance")
-
-
-def build_pruned(arch: PrunedArch, spec: DataSpec) -> ConvClassifier:
-    """A freshly initialised model of ``arch`` for ``spec``'s images and classes."""
-    c = spec.input_shape[0]
-    # ConvClassifier's constructor takes one width per stage; the features are rebuilt here with one width per conv
-    # in the same Sequential layout, so the state_dict keys stay the teacher's.
-    model = ConvClassifier(c, spec.input_shape[1], spec.num_classes, (arch.convs[-1],), dropout=arch.dropout)
-    layers: list[nn.Module] = []
-    for v in arch.layers:
-        if v == POOL:
-            layers.append(nn.MaxPool2d(2))
-        else:
-            layers.append(conv_bn_relu(c, v))
-            c = v
-    model.features = nn.Sequential(*layers)
-    return model
 
 
 def arch_of(model: nn.Module) -> PrunedArch:

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 from ..errors import ConfigError
 
+PRUNED_FAMILY = "pruned"  # --init prune: the teacher's conv chain with fewer channels (models/pruned_arch.py)
+
 
 @dataclass(frozen=True)
 class StudentConfig:
@@ -17,6 +19,10 @@ class StudentConfig:
     # Text families (models/text.py): input tokens and vocabulary size; 0 for images.
     seq_len: int = 0
     vocab: int = 0
+    # The pruned family: one entry per layer of the teacher's chain, a conv's output channels or "M" (a 2x2
+    # max-pool), and the teacher's dropout before the head; width/depth then describe the first conv and the conv count.
+    layers: tuple[int | str, ...] = ()
+    dropout: float = 0.0
 
     def __post_init__(self) -> None:
         if self.width < 1 or self.depth < 1 or self.resolution < 0 or self.seq_len < 0 or self.vocab < 0:
@@ -27,6 +33,8 @@ class StudentConfig:
             )
 
     def label(self) -> str:
+        if self.family == PRUNED_FAMILY:
+            return f"{PRUNED_FAMILY}({'-'.join(map(str, self.layers))})"
         res = f", resolution={self.resolution}" if self.resolution else ""
         text = f", seq_len={self.seq_len}, vocab={self.vocab}" if self.seq_len else ""
         return f"{self.family}(width={self.width}, depth={self.depth}{res}{text})"

@@ -18,7 +18,8 @@ from ..data.spec import DataSpec
 from ..errors import ConfigError
 from ..registry import Registry
 from .cnn import ConvClassifier
-from .student_config import StudentConfig
+from .pruned_arch import PrunedArch, build_pruned
+from .student_config import PRUNED_FAMILY, StudentConfig
 from .text import TEXT_FAMILIES, TextStudentFamily
 
 
@@ -118,6 +119,8 @@ for _family in TEXT_FAMILIES:
 
 
 def build_student(config: StudentConfig, spec: DataSpec) -> nn.Module:
+    if config.family == PRUNED_FAMILY:  # not a family the sizing search picks from: its layers come from the pruner
+        return build_pruned(PrunedArch(config.layers, config.dropout), spec)
     return STUDENT_FAMILIES.get(config.family).build(config, spec)
 
 

@@ -364,6 +364,22 @@ def _unlabelled(r: Report) -> str | None:
             + table(["student", "trained with", "test accuracy"], rows))
 
 
+@section("pruning", "Student cut from the teacher: pruned + KD against KD from scratch", "pruning")
+def _pruning(r: Report) -> str | None:
+    """--init prune: the cut, and the pruned KD student beside the same architecture distilled from random weights."""
+    pr = get(r, "pruning")
+    if not isinstance(pr, dict):
+        return None
+    cut, val, test = pr.get("cut") or {}, pr.get("val_accuracy") or {}, pr.get("test_accuracy") or {}
+    intro = (f"<p><code>{e(pr.get('student', '?'))}</code> ({num(pr.get('params'))} params) cut from {e(cut.get('source', '?'))} "
+             f"({num(cut.get('teacher_params'))} params) in {len(cut.get('steps') or [])} steps by {e(repr(cut.get('criterion')))} "
+             f"importance; validation accuracy right after the cut, before any training: <b>{pct(cut.get('val_accuracy_at_cut'))}</b>.</p>"
+             f"<p>Verdict: {e(pr.get('verdict', ''))}.</p>")
+    rows = [["pruned + KD (ships)", "the teacher's surviving weights", pct(val.get("pruned_kd")), pct(test.get("pruned_kd"))],
+            ["KD from scratch", "random weights, same architecture", pct(val.get("scratch_kd")), pct(test.get("scratch_kd"))]]
+    return intro + table(["student", "starts from", "val accuracy", "test accuracy"], rows)
+
+
 def _teacher_input(r: Report) -> str:
     """A teacher file's input contract and its validation accuracy under each scaling the build tried."""
     desc = get(r, "teacher.input_description")

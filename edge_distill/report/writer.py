@@ -33,8 +33,10 @@ def write_report(run: RunDir, *, options, profile, data, teacher, sizing, studen
         "teacher": to_jsonable(teacher),
         "sizing": to_jsonable(sizing),
         "students": {"baseline": to_jsonable(students.baseline), "kd": to_jsonable(students.kd),
-                     **({"pseudo": to_jsonable(students.pseudo)} if students.pseudo is not None else {})},
+                     **({"pseudo": to_jsonable(students.pseudo)} if students.pseudo is not None else {}),
+                     **({"scratch_kd": to_jsonable(students.scratch_kd)} if students.scratch_kd is not None else {})},
         "unlabelled": _unlabelled(transfer, students),  # None without --unlabelled
+        "pruning": _pruning(sizing, students),  # None without --init prune
         "student_choice": to_jsonable(choice),  # which student was converted and ships, decided on validation
         "conversion": to_jsonable(conversion),
         "ledger": to_jsonable(verified),
@@ -58,6 +60,22 @@ def _unlabelled(transfer, students) -> dict[str, Any] | None:
     return {"transfer": to_jsonable(transfer),
             "test_accuracy": {"labels_only": students.baseline.test_accuracy, "pseudo_labels": students.pseudo.test_accuracy,
                               "kd": students.kd.test_accuracy}}
+
+
+def _pruning(sizing, students) -> dict[str, Any] | None:
+    """--init prune: how the student was cut, and the pruned KD student against its from-scratch twin (same architecture,
+    same KD); the verdict is read on validation, the test gain is reported beside it."""
+    if students.scratch_kd is None or sizing.pruning is None:
+        return None
+    pruned, scratch = students.kd, students.scratch_kd
+    val_gain, test_gain = 100 * (pruned.val_accuracy - scratch.val_accuracy), 100 * (pruned.test_accuracy - scratch.test_accuracy)
+    verdict = (f"starting from the teacher's weights paid: {val_gain:+.2f} points on validation" if val_gain >= 0 else
+               f"starting from the teacher's weights did not pay here: the same architecture distilled from random weights scored "
+               f"{-val_gain:.2f} points higher on validation (the pruned student still ships; --init scratch builds the other)")
+    return {"cut": to_jsonable(sizing.pruning), "student": sizing.chosen.label(), "params": pruned.params,
+            "val_accuracy": {"pruned_kd": pruned.val_accuracy, "scratch_kd": scratch.val_accuracy},
+            "test_accuracy": {"pruned_kd": pruned.test_accuracy, "scratch_kd": scratch.test_accuracy},
+            "val_gain_points": round(val_gain, 3), "test_gain_points": round(test_gain, 3), "verdict": verdict}
 
 
 def write_renderings(run: RunDir, report: dict[str, Any]) -> list[str]:
@@ -321,6 +339,20 @@ def _unlabelled_md(r: dict[str, Any]) -> list[str]:
             _table(["student", "trained with", "test accuracy"], [[name, how, _pct(acc[k])] for k, name, how in UNLABELLED_ARMS]), ""]
 
 
+def _pruning_md(r: dict[str, Any]) -> list[str]:
+    pr = r.get("pruning")
+    if not pr:
+        return []
+    cut, val, test = pr["cut"], pr["val_accuracy"], pr["test_accuracy"]
+    return ["## Student cut from the teacher (--init prune)", "",
+            f"`{pr['student']}` ({pr['params']:,} params) cut from {cut['source']} ({cut['teacher_params']:,} params) in "
+            f"{len(cut['steps'])} steps by {cut['criterion']!r} importance; validation accuracy right after the cut, before any "
+            f"training: {_pct(cut['val_accuracy_at_cut'])}. Verdict: {pr['verdict']}.", "",
+            _table(["student", "starts from", "val accuracy", "test accuracy"],
+                   [["pruned + KD (ships)", "the teacher's surviving weights", _pct(val["pruned_kd"]), _pct(test["pruned_kd"])],
+                    ["KD from scratch", "random weights, same architecture", _pct(val["scratch_kd"]), _pct(test["scratch_kd"])]]), ""]
+
+
 def _teacher_input_md(teacher: dict[str, Any]) -> list[str]:
     if not teacher.get("input_description"):
         return []
@@ -339,6 +371,7 @@ def render_markdown(r: dict[str, Any]) -> str:
         *_ledger_md(led),
         *_versus_nokd_md(r),
         *_unlabelled_md(r),
+        *_pruning_md(r),
         *_gate_md(r),
         *_checks_md(r),
         *_latency_md(p, bench),
@@ -420,12 +453,12 @@ def _latency_md(p: dict[str, Any], bench: dict[str, Any]) -> list[str]:
 
 
 def _sizing_md(r: dict[str, Any], p: dict[str, Any]) -> list[str]:
-    return [
-        "## Student sizing",
-        "",
-        r["sizing"]["reason"],
-        "",
-        _proxy_table(r["sizing"].get("proxy") or []),
+    out = ["## Student sizing", "", r["sizing"]["reason"], "", _proxy_table(r["sizing"].get("proxy") or [])]
+    if r["sizing"].get("pruning"):  # --init prune: no family candidates, the steps that cut the teacher down instead
+        steps = r["sizing"]["pruning"]["steps"]
+        return out + [_table(["step", "params", "channels per conv"], [[i + 1, f"{params:,}", "-".join(map(str, channels))]
+                                                                      for i, (params, channels) in enumerate(steps)]), ""]
+    return out + [
         _table(
             ["candidate", "params", "model bytes", "MACs", "arena bytes", f"est. latency on {p['name']} ms", "fits", "why not"],
             [
@@ -450,7 +483,8 @@ def _models_md(r: dict[str, Any]) -> list[str]:
                 [f"student, no KD: {r['students']['baseline']['label']}", f"{r['students']['baseline']['params']:,}",
                  _pct(r["students"]["baseline"]["val_accuracy"]), _pct(r["students"]["baseline"]["test_accuracy"]), "hard labels"],
                 *_pseudo_row(r["students"].get("pseudo")),
-                [f"student, KD: {r['students']['kd']['label']}", f"{r['students']['kd']['params']:,}",
+                *_scratch_kd_row(r["students"].get("scratch_kd"), r["options"]),
+                [f"student, {'pruned + KD' if r['students'].get('scratch_kd') else 'KD'}: {r['students']['kd']['label']}", f"{r['students']['kd']['params']:,}",
                  _pct(r["students"]["kd"]["val_accuracy"]), _pct(r["students"]["kd"]["test_accuracy"]),
                  f"{r['options']['kd_loss']} KD, T={r['options']['temperature']}, alpha={r['options']['alpha']}"
                  + (" (labelled split + transfer set)" if r["students"].get("pseudo") else "")],
@@ -458,6 +492,13 @@ def _models_md(r: dict[str, Any]) -> list[str]:
         ),
         "",
     ]
+
+
+def _scratch_kd_row(scratch: dict[str, Any] | None, options: dict[str, Any]) -> list[list[str]]:
+    if not scratch:
+        return []
+    return [[f"student, KD from scratch: {scratch['label']}", f"{scratch['params']:,}", _pct(scratch["val_accuracy"]),
+             _pct(scratch["test_accuracy"]), f"{options['kd_loss']} KD from random weights (the pruned student's twin)"]]
 
 
 def _pseudo_row(pseudo: dict[str, Any] | None) -> list[list[str]]:

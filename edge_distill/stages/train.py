@@ -51,6 +51,7 @@ class StudentSettings:
     student_embeddings: str  # text students: "teacher" (start from the teacher's word vectors) or "random"
     task_constants: dict[str, Any] = field(default_factory=dict)  # Task.student_constants()
     pseudo_labels: ClassVar[bool] = False  # a class constant, not a field: the two existing stages' keys stay as they were
+    from_pruned: ClassVar[bool] = False  # start from the weights the prune stage cut out of the teacher (--init prune)
 
     @classmethod
     def from_options(cls, options, task, world_size: int, distill: bool) -> StudentSettings:
@@ -90,6 +91,22 @@ class PseudoLabelSettings(StudentSettings):
 
 
 @dataclass(frozen=True)
+class PrunedKDSettings(StudentSettings):
+    """--init prune: the KD student starts from the teacher's surviving weights; the plain ``distill`` stage then trains the
+    same architecture from scratch with the same KD, a comparison row in the ledger."""
+
+    from_pruned: ClassVar[bool] = True
+
+    @property
+    def name(self) -> str:
+        return "student_kd_pruned"
+
+    @property
+    def stage(self) -> str:
+        return "distill-pruned"
+
+
+@dataclass(frozen=True)
 class StudentResult:
     label: str
     path: str
@@ -102,7 +119,8 @@ class StudentResult:
 
 @dataclass(frozen=True)
 class Students:
-    """The build's trained students and their stage keys; ``pseudo`` only with --unlabelled."""
+    """The build's trained students and their stage keys; ``pseudo`` only with --unlabelled, ``scratch_kd`` (the pruned
+    student's architecture distilled from random weights) only with --init prune, where ``kd`` is the pruned one."""
 
     baseline: StudentResult
     baseline_key: str
@@ -110,9 +128,11 @@ class Students:
     kd_key: str
     pseudo: StudentResult | None = None
     pseudo_key: str | None = None
+    scratch_kd: StudentResult | None = None
+    scratch_kd_key: str | None = None
 
     def keys(self) -> list[str]:
-        return [self.baseline_key, self.kd_key, *([self.pseudo_key] if self.pseudo_key else [])]
+        return [self.baseline_key, self.kd_key, *(key for key in (self.pseudo_key, self.scratch_kd_key) if key)]
 
     def shipped(self, choice) -> tuple[StudentResult, str]:
         """The student the build converts (``verify.StudentChoice``), and its key."""
@@ -144,9 +164,12 @@ def train_student(run: RunDir, task, settings: StudentSettings, data: DataResult
     torch.manual_seed(settings.seed)  # same initial weights for the KD student and its baseline
     model = build_student(sizing.chosen, data.spec)
     task.init_student(model, run, settings, teacher, data, sizing, settings.stage)
+    if settings.from_pruned:
+        model.load_state_dict(torch.load(run.path(sizing.pruning.init_path), weights_only=True))
     kd = KDConfig(loss="ce") if settings.kd is None else KDConfig(loss=settings.kd.loss, temperature=settings.kd.temperature,
                                                                    alpha=settings.kd.alpha, beta=settings.kd.beta)
-    what = (f"KD ({kd.loss}, T={kd.temperature}, alpha={kd.alpha})" if settings.kd else
+    what = (f"KD ({kd.loss}, T={kd.temperature}, alpha={kd.alpha})" + (", from the weights cut out of the teacher" if settings.from_pruned else "")
+            if settings.kd else
             "hard labels and the teacher's top-1 class (pseudo-labels)" if settings.pseudo_labels else "hard labels only (no-KD baseline)")
     extra = f", on {splits.y_train.size:,} labelled + {transfer.n:,} transfer samples" if transfer is not None else ""
     get_console().stage(settings.stage, f"training {sizing.chosen.label()} with {what}{extra}")

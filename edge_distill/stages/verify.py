@@ -15,6 +15,7 @@ from .train import Students, load_student_model
 
 
 PSEUDO_VARIANT = "pseudo_torch_fp32"  # the pseudo-label student's ledger row (--unlabelled)
+SCRATCH_KD_VARIANT = "scratch_kd_torch_fp32"  # --init prune: the pruned architecture distilled from random weights
 
 
 @dataclass(frozen=True)
@@ -31,7 +32,8 @@ class VerifySettings:
 
 def verify(run: RunDir, task, settings: VerifySettings, data: DataResult, sizing, teacher: TeacherResult, students: Students, conversion,
            classical=None):
-    """With --unlabelled the pseudo-label student gets its own fp32 row beside the two other students."""
+    """With --unlabelled the pseudo-label student gets its own fp32 row beside the two other students, with --init prune the
+    from-scratch KD twin of the pruned student."""
     from ..verify import build_ledger
 
     splits = load_splits(run, data)
@@ -65,7 +67,11 @@ def _score_torch_models(run, task, data, sizing, teacher, students: Students, sp
               ("student (no KD)", "nokd_torch_fp32", students.baseline, load_student_model(run, students.baseline, sizing, data.spec), x)]
     if students.pseudo is not None:
         models.append(("student (pseudo-labels)", PSEUDO_VARIANT, students.pseudo, load_student_model(run, students.pseudo, sizing, data.spec), x))
-    models.append(("student (KD)", "torch_fp32", students.kd, load_student_model(run, students.kd, sizing, data.spec), x))
+    if students.scratch_kd is not None:
+        models.append(("student (KD from scratch)", SCRATCH_KD_VARIANT, students.scratch_kd,
+                       load_student_model(run, students.scratch_kd, sizing, data.spec), x))
+    kd_name = "student (pruned + KD)" if students.scratch_kd is not None else "student (KD)"
+    models.append((kd_name, "torch_fp32", students.kd, load_student_model(run, students.kd, sizing, data.spec), x))
     scored = []
     for name, variant, trained, model, xs in models:
         scored.append(Scored(name, variant, "torch", predict_logits(model, xs), None, trained.params, "float32", torch_latency_ms(model, xs, threads=threads)))

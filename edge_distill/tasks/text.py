@@ -244,6 +244,9 @@ def _check_image_only_options(options) -> None:
     if options.kd_loss in ("fitnet", "attention"):
         raise ConfigError(f"--kd-loss {options.kd_loss} matches convolutional feature maps, which text models do not have.",
                           "Use --kd-loss logit, or hidden (pooled hidden-state distillation) for text.")
+    if options.init == "prune":
+        raise ConfigError("--init prune cuts a student out of the built-in image teacher's convolutions; text students are not pruned yet.",
+                          "Leave it out: text students already start from the teacher's word vectors (--student-embeddings teacher).")
     if options.image_options_given():
         raise ConfigError(f"{', '.join(options.image_options_given())}: image-data options; this build is text.",
                           "Leave them out (a text dataset's test split comes from --data).")
