@@ -139,7 +139,7 @@ def _students(b: Build, data, sizing, size_key: str, teacher: TeacherResult, tea
     """No-KD baseline (the teacher only if its settings read it, never the transfer set), KD student, pseudo-label student (--unlabelled),
     the pruned KD student (--init prune)."""
     world = train_stage.world_size(b.options)
-    settings = StudentSettings.from_options(b.options, b.task, world, distill=False)
+    settings = train_stage.baseline_settings(b.options, b.task, world, data, transfer)
     reads_teacher = settings.views is not None or b.task.student_reads_teacher(settings)
     baseline = _student(b, "no-KD", settings, [size_key, *([teacher_key] if reads_teacher else [])], data, sizing, teacher, None)
     b.task.check_teacher(teacher, baseline[0].val_accuracy, data)

@@ -351,7 +351,7 @@ def _unlabelled(r: Report) -> str | None:
     if not isinstance(u, dict):
         return None
     t, acc = u.get("transfer") or {}, u.get("test_accuracy") or {}
-    arms = (("labels_only", "labels only (no KD)", "CE on the labelled training split"),
+    arms = (("labels_only", "labels only (no KD)", "CE on the labelled training split, repeated to the KD student's steps"),
             ("pseudo_labels", "pseudo-labels", "CE on the labelled split + the transfer set labelled by the teacher's top-1 class"),
             ("kd", "soft targets (KD)", "CE on the labelled split; the teacher's soft targets on it and the transfer set"))
     bars = [Bar(name, 100 * acc[k], PALETTE[i], pct(acc[k])) for i, (k, name, _) in enumerate(arms) if _num(acc.get(k))]

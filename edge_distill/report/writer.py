@@ -321,7 +321,7 @@ def _versus_nokd_md(r: dict[str, Any]) -> list[str]:
     return [" ".join(out), ""] if out else []
 
 
-UNLABELLED_ARMS = (("labels_only", "labels only (no KD)", "CE on the labelled training split"),
+UNLABELLED_ARMS = (("labels_only", "labels only (no KD)", "CE on the labelled training split, repeated to the KD student's steps"),
                    ("pseudo_labels", "pseudo-labels", "CE on the labelled split + the transfer set labelled by the teacher's top-1 class"),
                    ("kd", "soft targets (KD)", "CE on the labelled split; the teacher's soft targets on it and the transfer set"))
 
