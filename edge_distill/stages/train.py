@@ -61,6 +61,10 @@ class StudentSettings:
         return cls(options.student_epochs, options.seed, options.augment_shift, options.augment_flip, options.nproc, world_size, kd, views,
                    options.student_embeddings, task.student_constants())
 
+    def epoch_rows(self, n_train: int) -> int:
+        """Training rows an epoch passes over: the split as it is (the --unlabelled baseline repeats it)."""
+        return n_train
+
     @property
     def loss(self) -> str:
         return self.kd.loss if self.kd else "ce"
@@ -97,6 +101,9 @@ class EqualStepsBaselineSettings(StudentSettings):
     with; alone, a 5 % label split gets 20x fewer steps, which flatters them (digits, 140 labels: 73 % at 8 epochs)."""
 
     samples_per_epoch: int = 0
+
+    def epoch_rows(self, n_train: int) -> int:
+        return max(n_train, self.samples_per_epoch)
 
 
 def baseline_settings(options, task, world_size: int, data: DataResult, transfer: TransferResult | None) -> StudentSettings:
@@ -190,8 +197,8 @@ def train_student(run: RunDir, task, settings: StudentSettings, data: DataResult
             if settings.kd else
             "hard labels and the teacher's top-1 class (pseudo-labels)" if settings.pseudo_labels else "hard labels only (no-KD baseline)")
     extra = f", on {splits.y_train.size:,} labelled + {transfer.n:,} transfer samples" if transfer is not None else ""
-    if getattr(settings, "samples_per_epoch", 0) > splits.y_train.size:
-        extra = f", its {splits.y_train.size:,} labelled samples repeated to {settings.samples_per_epoch:,} an epoch (the KD student's steps)"
+    if settings.epoch_rows(splits.y_train.size) > splits.y_train.size:
+        extra = f", its {splits.y_train.size:,} labelled samples repeated to {settings.epoch_rows(splits.y_train.size):,} an epoch (the KD student's steps)"
     get_console().stage(settings.stage, f"training {sizing.chosen.label()} with {what}{extra}")
     train_result = _fit(run, task, settings, data, sizing, teacher, model, splits, kd, transfer)
     with run.atomic_path(f"distill/{settings.name}.pt") as tmp:
@@ -238,8 +245,8 @@ def _fit(run: RunDir, task, settings: StudentSettings, data: DataResult, sizing,
     teacher_logits = np.load(run.path(teacher.logits_path)) if distilling and not online else None
     teacher_model = task.load_teacher(run, teacher, data) if online else None
     x_train, y_train = splits.x_train, splits.y_train
-    if getattr(settings, "samples_per_epoch", 0) > len(y_train):  # the --unlabelled baseline: as many steps as the KD student
-        repeat = np.resize(np.arange(len(y_train)), settings.samples_per_epoch)
+    if settings.epoch_rows(len(y_train)) > len(y_train):  # the --unlabelled baseline: as many steps as the KD student
+        repeat = np.resize(np.arange(len(y_train)), settings.epoch_rows(len(y_train)))
         x_train, y_train = x_train[repeat], y_train[repeat]
     if transfer is not None:
         x_train, y_train, teacher_logits = _with_transfer(run, task, settings, sizing, transfer, x_train, y_train, teacher_logits)
