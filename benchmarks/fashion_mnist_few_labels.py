@@ -176,7 +176,7 @@ def pruned_init(plan: FewPlan, teacher, spec, splits, work: Path) -> dict:
     if weights.exists() and info_path.exists():
         info = json.loads(info_path.read_text())
         print(f"pruned: cached ({info['label']}, {info['params']:,} params, test {info['test_accuracy']:.4f} after the cut)", flush=True)
-        return info
+        return {**info, "cached": True}
     t0 = time.perf_counter()
     cut = prune_to_budget(teacher, spec, load_profile(plan.profile), max_params=plan.max_params, calib_x=splits.x_calib,
                           criterion=plan.criterion, progress=lambda line: print(f"  {line}", flush=True))
@@ -387,7 +387,10 @@ def summarize(plan: FewPlan, spec, splits, teacher_info: dict, pruned: dict, run
                                                                     if r["arm"] == "pseudo" and r["labels"] == n]))}
                    for n in plan.labels}
     comparisons["prune_minus_scratch"] = gain(runs, "prune+kd", "scratch+kd", full)
-    cached = [name for name, hit in (("teacher", teacher_info["cached"]), ("arms", all(r.get("cached", False) for r in runs))) if hit]
+    n_cached = sum(bool(r.get("cached")) for r in runs)
+    cached = [name for name, hit in (("teacher", teacher_info["cached"]), ("the cut", pruned.get("cached", False)),
+                                     ("arms" if n_cached == len(runs) else f"{n_cached} of the {len(runs)} runs", n_cached > 0)) if hit]
+    cold = cold_cache_seconds(seconds, teacher_info, pruned, runs, args.jobs)
     return {
         "mode": "quick" if args.quick else "full",
         "command": "benchmarks/fashion_mnist_few_labels.py" + (" --quick" if args.quick else "")
@@ -395,26 +398,35 @@ def summarize(plan: FewPlan, spec, splits, teacher_info: dict, pruned: dict, run
                    + (f" --seeds {' '.join(map(str, args.seeds))}" if args.seeds else "") + (" --publish" if args.publish else ""),
         "plan": {**asdict(plan), "suite": arm_settings(plan) | {"seeds": list(plan.suite.seeds)}},
         "machine": machine(), "threads": args.threads, "jobs": args.jobs, "generated_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "wall_seconds": round(seconds, 1), "cached": cached, "data": spec.source, "train_split": full,
+        "wall_seconds": round(seconds, 1), "cold_cache_seconds_estimate": round(cold, 1), "cached": cached, "data": spec.source, "train_split": full,
         "splits": {"val": len(splits.y_val), "test": len(splits.y_test), "calib": len(splits.y_calib)},
         "threads_per_run": max(1, args.threads // args.jobs),
         "teacher": {k: teacher_info[k] for k in ("arch", "members", "params", "epochs", "test_accuracy", "member_test_accuracy",
                                                   "flip_average", "train_seconds", "train_images")},
         "student": {"config": suite.student_config(plan.suite).label(), "params": next(r["params"] for r in runs if r["arm"] in FEW_ARMS)},
         "subsets": {f"{r['labels']}/s{r['seed']}": r["labelled_hash"] for r in runs if r["arm"] == "kd"},
-        "arms": arms, "pruned": {k: v for k, v in pruned.items() if k != "weights"}, "prune": prune, "comparisons": comparisons,
+        "arms": arms, "pruned": {k: v for k, v in pruned.items() if k not in ("weights", "cached")}, "prune": prune, "comparisons": comparisons,
         "deployed": deployed, "runs": [{k: v for k, v in r.items() if k != "cached"} for r in runs],
-        "targets": targets(plan, teacher_info, comparisons, deployed, seconds, cached, args.quick),
+        "targets": targets(plan, comparisons, deployed, cold, args.quick),
     }
 
 
-def targets(plan: FewPlan, teacher_info: dict, comparisons: dict, deployed: dict, seconds: float, cached: list[str], quick: bool) -> dict:
+def cold_cache_seconds(seconds: float, teacher_info: dict, pruned: dict, runs: list[dict], jobs: int) -> float:
+    """This invocation's wall plus the recorded cost of what it read from the cache: what the whole plan takes from a
+    cold cache, estimated.  Cached runs trained ``jobs`` at a time.  The view bank (~8 min on the 2-core VM) and the
+    deploy conversions (~1 min) record no time, so a cached one adds nothing here."""
+    recorded = teacher_info["train_seconds"] if teacher_info["cached"] else 0.0
+    recorded += pruned["seconds"] if pruned.get("cached") else 0.0
+    recorded += sum(r["train_seconds"] for r in runs if r.get("cached")) / max(1, jobs)
+    return seconds + recorded
+
+
+def targets(plan: FewPlan, comparisons: dict, deployed: dict, cold_seconds: float, quick: bool) -> dict:
     few = min(plan.labels)
     int8 = deployed.get(f"kd_{few}", {}).get("tflite_int8", {}).get("test_accuracy")
     pruned_int8 = deployed.get("prune+kd", {}).get("tflite_int8", {}).get("test_accuracy")
     kd_gain, prune_gain = comparisons[f"{few}"]["kd_minus_labels_only"]["points"], comparisons["prune_minus_scratch"]["points"]
-    # A cached teacher's training time is added back from its record (the view bank's ~7 min is not: it is not recorded).
-    minutes = (seconds + (teacher_info["train_seconds"] if "teacher" in cached else 0.0)) / 60
+    minutes = cold_seconds / 60
     out = {
         f"int8_kd_student_{few}_labels": {"value": int8, "target": ">= 0.90", "met": int8 is not None and int8 >= 0.90},
         f"kd_gain_{few}_labels_points": {"value": kd_gain, "target": ">= +5 (mean of the seeds)", "met": bool(kd_gain >= 5.0)},
@@ -426,8 +438,8 @@ def targets(plan: FewPlan, teacher_info: dict, comparisons: dict, deployed: dict
     out["int8_pruned_student_accuracy"] = {"value": pruned_int8, "target": ">= 0.935 (the main suite's INT8 target)",
                                            "met": pruned_int8 is not None and pruned_int8 >= 0.935}
     bar = 15 if quick else 120
-    out["wall_minutes"] = {"value": round(minutes, 1), "target": f"<= {bar}" + (" (teacher's recorded time added back)" if "teacher" in cached else ""),
-                           "met": bool(minutes <= bar)}
+    out["wall_minutes"] = {"value": round(minutes, 1), "target": f"<= {bar} from a cold cache (this run's wall + the recorded time of "
+                           "what it read from the cache; the view bank's is not recorded)", "met": bool(minutes <= bar)}
     return out
 
 
@@ -442,6 +454,8 @@ def markdown(summary: dict) -> str:
           if summary.get("partial") else []),
         f"Command: `.venv/bin/python {summary['command']}` ({summary['wall_seconds'] / 60:.0f} min wall"
         + (f"; {' and '.join(summary['cached'])} read from the cache of an earlier run" if summary["cached"] else "")
+        + (f"; ~{summary['cold_cache_seconds_estimate'] / 60:.0f} min from a cold cache, adding the recorded time of what was read "
+           "from it, the view bank's ~8 min not included" if summary.get("cold_cache_seconds_estimate", 0) > summary["wall_seconds"] + 60 else "")
         + f") on {summary['machine']}, {summary['jobs']} runs at a time on {summary['threads_per_run']} thread(s) each. Official "
         f"{sizes['test']:,}-image test split; every best epoch and best run chosen on the {sizes['val']:,}-image validation split. "
         "Minutes per step in this invocation (~0 when read from the cache): "

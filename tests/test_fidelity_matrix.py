@@ -364,7 +364,10 @@ def test_the_device_runtime_judges_int8_files_where_the_converter_gets_them_wron
     latencies: list[float] = []
     on_device = scorer(attention["model"], x, 1, latencies)
     assert "2.3.0" in description and short == "litert 2.3.0" and len(latencies) == 1 and latencies[0] > 0
-    builtin = run_tflite(attention["model"], x, 1, xnnpack=False)
+    converter_latencies: list[float] = []
+    builtin = run_tflite(attention["model"], x, 1, converter_latencies, xnnpack=False)
+    # Seconds, like run_tflite's (the ledger multiplies by 1000): the agent's p50 in ms read as seconds was 1000x off.
+    assert 0.02 < latencies[0] / float(np.median(converter_latencies)) < 50
     assert np.array_equal(on_device.argmax(1), builtin.argmax(1)) and float(np.mean(on_device.argmax(1) == y)) == 1.0
     assert float(np.mean(run_tflite(attention["model"], x, 1).argmax(1) == y)) < 0.5  # the converter's XNNPACK defect
     assert device_logits("converter")[0] is run_tflite

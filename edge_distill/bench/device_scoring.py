@@ -18,8 +18,7 @@ from .device_runtimes import DeviceRuntime, device_runtime_python, parse_device_
 from .runners import AgentOptions, LocalRunner
 
 CONVERTER = "converter"  # --device-runtime converter: judge with this process's LiteRT, as before device runtimes existed
-# The ledger's latency for a file judged here: the p50 of this many warm invokes in the agent (50 were not enough to
-# ride out a busy 2-core host: one build's p50 read 118 ms for a model whose p50 is 0.4 ms).
+# The ledger's latency for a file judged here: the p50 of this many warm invokes in the agent.
 TIMED_RUNS, WARMUP_RUNS = 200, 20
 
 
@@ -51,8 +50,8 @@ class DeviceRuntimeLogits:
                 raise BenchError(f"The agent on {self.runtime.spec} wrote no logits for {Path(path).name}.",
                                  "Rerun `edge-distill runner setup " + self.runtime.spec + " --force` to rebuild its venv.")
             logits = np.load(out)
-        if latencies is not None:
-            latencies.append(float(facts["p50_ms"]))
+        if latencies is not None:  # seconds, as run_tflite appends them (the ledger turns them into ms)
+            latencies.append(float(facts["p50_ms"]) / 1000.0)
         return logits
 
 

@@ -16,6 +16,9 @@ from .train import Students, load_student_model
 
 PSEUDO_VARIANT = "pseudo_torch_fp32"  # the pseudo-label student's ledger row (--unlabelled)
 SCRATCH_KD_VARIANT = "scratch_kd_torch_fp32"  # --init prune: the pruned architecture distilled from random weights
+# Part of the stage key, so ledgers cached before a fix to how they are measured are made again.  2: a device
+# runtime's TFLite latencies were read 1000x too large (its agent's ms taken for seconds), e.g. 282 "ms" for 0.28 ms.
+LEDGER_REVISION = 2
 
 
 @dataclass(frozen=True)
@@ -24,6 +27,7 @@ class VerifySettings:
     shipped_student: str  # "kd", or "nokd" when distillation lost on validation and the no-KD student was converted
     classical_baseline: bool  # a non-neural reference row (text: TF-IDF + logistic regression)
     device_runtime: str  # the runtime the TFLite rows run on (bench.device_scoring)
+    revision: int = LEDGER_REVISION
 
     @classmethod
     def from_options(cls, options, shipped_student: str, classical_baseline: bool) -> VerifySettings:
