@@ -1,7 +1,7 @@
 """Fashion-MNIST with few labels: what a teacher's soft targets earn a student that has 600 or 3,000 labels.
 
-    .venv/bin/python benchmarks/fashion_mnist_few_labels.py            # full suite (<= 2 h on 2 cores from a cold cache)
-    .venv/bin/python benchmarks/fashion_mnist_few_labels.py --quick    # every step, 1-epoch students, one seed (<= 15 min)
+    .venv/bin/python benchmarks/fashion_mnist_few_labels.py            # full suite (~2-2.3 h on 2 cores from a cold cache, estimated)
+    .venv/bin/python benchmarks/fashion_mnist_few_labels.py --quick    # every step, 1-epoch students, one seed (11.3 min cold)
 
 The teacher is the main suite's (``fashion_mnist.py``, same plan, same cache directory, so either script reuses the
 other's teacher and view bank): trained on all 54,000 labelled training images.  Here it stands for a model trained

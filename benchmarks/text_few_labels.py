@@ -1,7 +1,7 @@
 """WordNet nouns with 5 % of the labels: does a teacher's transfer set teach a text student more than its labels (issue #25)?
 
     .venv/bin/python benchmarks/text_few_labels.py            # full suite (sized for <= 45 min on 2 idle cores)
-    .venv/bin/python benchmarks/text_few_labels.py --quick    # every step, 1 epoch, 2 seeds (sized for <= 10 min)
+    .venv/bin/python benchmarks/text_few_labels.py --quick    # every step, 1 epoch, 2 seeds (6.9 min from a cold cache)
 
 Task: as in benchmarks/text_wordnet.py -- every noun synset of WordNet 3.x (Debian's wordnet-base) → its gloss,
 labelled with its lexicographer file (25 classes); every 5th synset is test, every 10th of the rest validation.
