@@ -208,6 +208,7 @@ def main() -> int:
     }
     write_results(name, result)
     emb = "teacher word vectors" if result["student_embeddings"] == "teacher" else "random embeddings"
+    n_seeds = f"{1 + len(seeds)} seed{'s' if seeds else ''}"
     md = [
         f"## Text: WordNet nouns ({'quick check' if args.quick else 'full run'})",
         "",
@@ -222,9 +223,9 @@ def main() -> int:
         f"| teacher: {teacher['source']} | {teacher['params']:,} | {teacher['test_accuracy']:.4f} |",
         *([f"| student {report['sizing']['chosen']['family']} alone: random embeddings, no KD (seed 0) | {student['params']:,} | "
            f"{scratch:.4f} |"] if scratch is not None else []),
-        f"| student, {emb}, no KD ({1 + len(seeds)} seed{'s' if seeds else ''}) | {student['params']:,} | {result['no_kd']['mean']:.4f} ± {result['no_kd']['std']:.4f} |",
-        f"| student, {emb}, logit KD ({1 + len(seeds)} seed{'s' if seeds else ''}) | {student['params']:,} | {result['kd']['mean']:.4f} ± {result['kd']['std']:.4f} |",
-        *([f"| student, logit + hidden-state KD ({1 + len(seeds)} seed{'s' if seeds else ''}) | {student['params']:,} | {result['hidden_kd']['mean']:.4f} ± "
+        f"| student, {emb}, no KD ({n_seeds}) | {student['params']:,} | {result['no_kd']['mean']:.4f} ± {result['no_kd']['std']:.4f} |",
+        f"| student, {emb}, logit KD ({n_seeds}) | {student['params']:,} | {result['kd']['mean']:.4f} ± {result['kd']['std']:.4f} |",
+        *([f"| student, logit + hidden-state KD ({n_seeds}) | {student['params']:,} | {result['hidden_kd']['mean']:.4f} ± "
              f"{result['hidden_kd']['std']:.4f} |"] if hidden else []),
         f"| student KD, fp32 (seed 0) | {student['params']:,} | {result['fp32_student_seed0']:.4f} |",
         f"| student KD, INT8 TFLite, int32 token input (seed 0; {result['int8_precision']}) | {student['params']:,} | "

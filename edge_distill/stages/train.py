@@ -197,8 +197,9 @@ def train_student(run: RunDir, task, settings: StudentSettings, data: DataResult
             if settings.kd else
             "hard labels and the teacher's top-1 class (pseudo-labels)" if settings.pseudo_labels else "hard labels only (no-KD baseline)")
     extra = f", on {splits.y_train.size:,} labelled + {transfer.n:,} transfer samples" if transfer is not None else ""
-    if settings.epoch_rows(splits.y_train.size) > splits.y_train.size:
-        extra = f", its {splits.y_train.size:,} labelled samples repeated to {settings.epoch_rows(splits.y_train.size):,} an epoch (the KD student's steps)"
+    rows = settings.epoch_rows(splits.y_train.size)
+    if rows > splits.y_train.size:
+        extra = f", its {splits.y_train.size:,} labelled samples repeated to {rows:,} an epoch (the KD student's steps)"
     get_console().stage(settings.stage, f"training {sizing.chosen.label()} with {what}{extra}")
     train_result = _fit(run, task, settings, data, sizing, teacher, model, splits, kd, transfer)
     with run.atomic_path(f"distill/{settings.name}.pt") as tmp:
@@ -245,8 +246,9 @@ def _fit(run: RunDir, task, settings: StudentSettings, data: DataResult, sizing,
     teacher_logits = np.load(run.path(teacher.logits_path)) if distilling and not online else None
     teacher_model = task.load_teacher(run, teacher, data) if online else None
     x_train, y_train = splits.x_train, splits.y_train
-    if settings.epoch_rows(len(y_train)) > len(y_train):  # the --unlabelled baseline: as many steps as the KD student
-        repeat = np.resize(np.arange(len(y_train)), settings.epoch_rows(len(y_train)))
+    rows = settings.epoch_rows(len(y_train))
+    if rows > len(y_train):  # the --unlabelled baseline: as many steps as the KD student
+        repeat = np.resize(np.arange(len(y_train)), rows)
         x_train, y_train = x_train[repeat], y_train[repeat]
     if transfer is not None:
         x_train, y_train, teacher_logits = _with_transfer(run, task, settings, sizing, transfer, x_train, y_train, teacher_logits)
