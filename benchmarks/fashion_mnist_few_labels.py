@@ -412,7 +412,7 @@ def summarize(plan: FewPlan, spec, splits, teacher_info: dict, pruned: dict, run
 
 def cold_cache_seconds(seconds: float, teacher_info: dict, pruned: dict, runs: list[dict], jobs: int) -> float:
     """This invocation's wall plus the recorded cost of what it read from the cache: what the whole plan takes from a
-    cold cache, estimated.  Cached runs trained ``jobs`` at a time.  The view bank (~8 min on the 2-core VM) and the
+    cold cache, estimated.  Cached runs trained ``jobs`` at a time.  The view bank (546 s measured cold on the 2-core VM) and the
     deploy conversions (~1 min) record no time, so a cached one adds nothing here."""
     recorded = teacher_info["train_seconds"] if teacher_info["cached"] else 0.0
     recorded += pruned["seconds"] if pruned.get("cached") else 0.0
@@ -457,7 +457,7 @@ def markdown(summary: dict) -> str:
         + (f"; {' and '.join(summary['cached'])} read from the cache of an earlier run" if summary["cached"] else
            ", from a cold cache: teacher, view bank, cut, every run and the conversions made by this invocation")
         + (f"; ~{summary['cold_cache_seconds_estimate'] / 60:.0f} min from a cold cache, adding the recorded time of what was read "
-           "from it, the view bank's ~8 min not included" if summary.get("cold_cache_seconds_estimate", 0) > summary["wall_seconds"] + 60 else "")
+           "from it, the view bank's ~9 min not included" if summary.get("cold_cache_seconds_estimate", 0) > summary["wall_seconds"] + 60 else "")
         + f") on {summary['machine']}, {summary['jobs']} runs at a time on {summary['threads_per_run']} thread(s) each. Official "
         f"{sizes['test']:,}-image test split; every best epoch and best run chosen on the {sizes['val']:,}-image validation split. "
         "Minutes per step in this invocation (~0 when read from the cache): "
