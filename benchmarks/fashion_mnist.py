@@ -120,7 +120,7 @@ def main() -> None:
     teacher, teacher_info = train_teacher(plan, spec, splits, args.work, member_jobs, max(1, args.threads // member_jobs))
     if args.stop_after == "teacher":
         return
-    bank = view_bank(plan, teacher, splits, spec.background, args.work)
+    bank = view_bank(plan, teacher, splits, spec.background, args.work, args.threads)
     if args.stop_after == "views":
         return
     runs = train_students(plan, bank, args.work, args.jobs, max(1, args.threads // args.jobs))
@@ -238,23 +238,47 @@ def run_in_processes(fn, arg_tuples: list[tuple], jobs: int) -> list:
 # ------------------------------------------------------------------------------------------- view bank
 
 
-def view_bank(plan: Plan, teacher, splits, background: float, work: Path) -> dict[str, Path]:
-    """The teacher's outputs on ``plan.views`` views of every training image, cached as .npy files; their paths."""
+def view_bank(plan: Plan, teacher, splits, background: float, work: Path, workers: int = 1) -> dict[str, Path]:
+    """The teacher's outputs on ``plan.views`` views of every training image, cached as .npy files; their paths.
+    ``workers`` one-thread processes run the teacher (the same bank for any number: not part of the cache key)."""
     from edge_distill.distill.views import build_view_bank
 
     t0 = time.perf_counter()
-    needs_maps = any(v in ("fitnet", "attention") for v in plan.variants)
-    tag = hash_inputs("bank", *teacher_recipe(plan), plan.views, needs_maps, plan.teacher_flip_average, plan.teacher_members)
-    paths = {name: work / f"bank-{tag}-{name}.npy" for name in ("x", "logits", "maps") if name != "maps" or needs_maps}
-    if all(p.exists() for p in paths.values()):
+    paths, needs_maps = bank_paths(plan, work), any(v in ("fitnet", "attention") for v in plan.variants)
+    if bank_cached(plan, work):
         print(f"view bank: cached ({plan.views} views)", flush=True)
         return paths
-    bank = build_view_bank(teacher, splits.x_train, plan.views, plan.shift, plan.flip, background, seed=0, with_maps=needs_maps)
+    bank = build_view_bank(teacher, splits.x_train, plan.views, plan.shift, plan.flip, background, seed=0, with_maps=needs_maps,
+                           workers=workers)
     save_arrays(paths, {"x": bank.x, "logits": bank.logits, "maps": bank.maps})
+    seconds = time.perf_counter() - t0
+    bank_record_path(plan, work).write_text(json.dumps({"seconds": round(seconds, 1), "workers": workers}))
     agree = float((bank.logits[0].argmax(1) == splits.y_train).mean())
-    print(f"view bank: {plan.views} views x {bank.x.shape[1]} images in {time.perf_counter() - t0:.0f} s "
+    print(f"view bank: {plan.views} views x {bank.x.shape[1]} images in {seconds:.0f} s on {workers} process(es) "
           f"(teacher train-split accuracy on view 0: {agree:.4f})", flush=True)
     return paths
+
+
+def bank_paths(plan: Plan, work: Path) -> dict[str, Path]:
+    """The bank's array files (``maps`` only when a variant distils features), named by what the bank depends on."""
+    needs_maps = any(v in ("fitnet", "attention") for v in plan.variants)
+    tag = hash_inputs("bank", *teacher_recipe(plan), plan.views, needs_maps, plan.teacher_flip_average, plan.teacher_members)
+    return {name: work / f"bank-{tag}-{name}.npy" for name in ("x", "logits", "maps") if name != "maps" or needs_maps}
+
+
+def bank_cached(plan: Plan, work: Path) -> bool:
+    return all(p.exists() for p in bank_paths(plan, work).values())
+
+
+def bank_record_path(plan: Plan, work: Path) -> Path:
+    x = bank_paths(plan, work)["x"]
+    return x.with_name(x.name.replace("-x.npy", ".json"))
+
+
+def bank_seconds(plan: Plan, work: Path) -> float | None:
+    """How long the cached bank took to build, when that was recorded (banks built before the record have none)."""
+    path = bank_record_path(plan, work)
+    return json.loads(path.read_text())["seconds"] if path.exists() else None
 
 
 def save_arrays(paths: dict[str, Path], arrays: dict[str, np.ndarray | None]) -> None:

@@ -94,6 +94,8 @@ class BuildOptions:
     prune_criterion: str = option("activation", "--init prune: which channels go first -- activation (least mean activation x weight "
                                                 "that reads it, on the calibration images), l1 (BatchNorm-folded filter norm) or bn "
                                                 "(|BatchNorm scale|)", choices=("activation", "l1", "bn"))
+    prune_channel_multiple: int = option(8, "--init prune: every cut conv keeps a multiple of N channels, as CPU kernels (XNNPACK, "
+                                            "oneDNN) work on groups of channels; 1 = any count (uses the parameter budget to the last channel)")
     min_compression: float = option(4.0, "the student has at most teacher params / this")
     search: str = option("capacity", "pick the largest fitting student (capacity) or train the top-k briefly and pick by validation accuracy "
                                      "(proxy)", choices=("capacity", "proxy"))

@@ -163,8 +163,36 @@ def test_a_dead_channel_is_the_first_to_go(trained, digits, criterion):
     with torch.no_grad():
         bn.weight[5] = bn.bias[5] = 0.0
     assert float(channel_importance(teacher.eval(), criterion, s.x_calib)[1][5]) == 0.0
-    result = prune_to_budget(teacher, spec, RPI4, int(0.9 * count_params(teacher)), calib_x=s.x_calib, criterion=criterion)
+    # As cut, channel by channel: rounding to multiples of 8 could bring channel 5 back and take another conv's.
+    result = prune_to_budget(teacher, spec, RPI4, int(0.9 * count_params(teacher)), calib_x=s.x_calib, criterion=criterion,
+                             channel_multiple=1)
     assert 5 not in result.kept[1] and len(result.steps) == 1
+
+
+def test_every_cut_conv_ends_at_a_multiple_of_8(trained, pruned, digits):
+    spec, s = digits
+    assert pruned.channel_multiple == 8 and "multiples of 8" in pruned.summary()
+    teacher_convs = arch_of(trained).convs
+    assert all(c % 8 == 0 or c == t for c, t in zip(pruned.arch.convs, teacher_convs)), (pruned.arch.convs, teacher_convs)
+    as_cut = prune_to_budget(trained, spec, RPI4, count_params(trained) // 4, calib_x=s.x_calib, channel_multiple=1)
+    assert as_cut.channel_multiple == 1 and len(as_cut.steps) == len(pruned.steps) - 1  # the same cut, not rounded
+    assert [len(k) for k in as_cut.kept] == list(pruned.steps[-2].channels)
+
+
+def test_odd_channel_counts_are_first_rounded_down_to_a_multiple(digits):
+    """Convs whose counts are not multiples of 8 are rounded too, and the bound still holds."""
+    spec, s = digits
+    torch.manual_seed(0)
+    odd = build_pruned(PrunedArch((13, POOL, 30, 6), 0.0), spec).eval()
+    result = prune_to_budget(odd, spec, RPI4, count_params(odd) - 1, calib_x=s.x_calib)
+    # The cut takes one channel; rounding brings it back (13 or 30 is nearer than 8 or 24), which breaks the bound
+    # again, so one conv goes down to its next multiple: the first (13 -> 8) or the second (30 -> 24); the third,
+    # with fewer than 8 channels, has nothing to give.
+    assert result.arch.convs in ((8, 30, 6), (13, 24, 6)) and len(result.steps) == 2 and result.steps[-1].channels == result.arch.convs
+    free = prune_to_budget(odd, spec, RPI4, count_params(odd) - 1, calib_x=s.x_calib, channel_multiple=1)
+    assert sum(free.arch.convs) == 13 + 30 + 6 - 1 and free.channel_multiple == 1
+    with pytest.raises(ConfigError, match="channel_multiple"):
+        prune_to_budget(odd, spec, RPI4, 100, calib_x=s.x_calib, channel_multiple=0)
 
 
 def test_wrapped_teachers_prune_their_first_member(trained, digits):

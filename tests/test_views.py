@@ -53,6 +53,19 @@ def test_view_zero_is_the_data_and_outputs_match_the_teacher():
     np.testing.assert_array_equal(again.x, bank.x)  # seeded: a resumed build trains on the same views
 
 
+def test_teacher_processes_build_the_same_bank():
+    """workers=2 runs the teacher in two one-thread processes; the views and its outputs are the same as here."""
+    x, _ = _data()
+    teacher = _teacher()
+    here = build_view_bank(teacher, x, views=3, shift=1, flip=True, background=0.0, with_maps=True, batch_size=16)
+    split = build_view_bank(teacher, x, views=3, shift=1, flip=True, background=0.0, with_maps=True, batch_size=16, workers=2)
+    np.testing.assert_array_equal(split.x, here.x)
+    np.testing.assert_allclose(split.logits, here.logits, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(split.maps.astype(np.float32), here.maps.astype(np.float32), rtol=1e-3, atol=1e-3)
+    scripted = build_view_bank(torch.jit.script(teacher), x, views=2, shift=1, flip=True, background=0.0, batch_size=16, workers=2)
+    np.testing.assert_allclose(scripted.logits, here.logits[:2], rtol=1e-5, atol=1e-6)  # does not pickle: run here
+
+
 def _perturbed(model, scale=0.1):
     """A copy of ``model`` that answers differently: a stand-in second ensemble member."""
     import copy

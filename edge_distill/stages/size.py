@@ -60,12 +60,13 @@ class PruneSettings:
     teacher_params: int  # the bound is min(profile budget, teacher_params / min_compression)
     min_compression: float
     criterion: str
+    channel_multiple: int
     stage: ClassVar[str] = "prune"
     reads_teacher: ClassVar[bool] = True  # its weights
 
     @classmethod
     def from_options(cls, options, teacher_params: int) -> PruneSettings:
-        return cls(teacher_params, options.min_compression, options.prune_criterion)
+        return cls(teacher_params, options.min_compression, options.prune_criterion, options.prune_channel_multiple)
 
 
 PRUNED_INIT = "size/pruned_init.pt"
@@ -86,7 +87,8 @@ def prune_teacher(run: RunDir, task, settings: PruneSettings, data: DataResult, 
     bound = int(settings.teacher_params / settings.min_compression)
     console.stage("prune", f"cutting the teacher to at most {bound:,} params and the profile's budgets ({settings.criterion!r} importance)")
     pruned = prune_to_budget(task.load_teacher(run, teacher, data), data.spec, profile, bound, calib_x=splits.x_calib,
-                             criterion=settings.criterion, progress=lambda line: console.stage("prune", line))
+                             criterion=settings.criterion, channel_multiple=settings.channel_multiple,
+                             progress=lambda line: console.stage("prune", line))
     with run.atomic_path(PRUNED_INIT) as tmp:
         torch.save(pruned.model.state_dict(), tmp)
     record = PruneRecord(pruned.source, pruned.teacher_params, pruned.criterion, tuple((s.params, s.channels) for s in pruned.steps),
