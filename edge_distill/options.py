@@ -160,6 +160,9 @@ class BuildOptions:
             raise ConfigError(f"--nproc must be ≥ 1, got {self.nproc}.", "Use 1 to train in this process, or N ≥ 2 for N DDP ranks on this machine.")
         if self.min_compression < 1:
             raise ConfigError(f"--min-compression must be ≥ 1, got {self.min_compression}.", "Use 1 to let the student be as large as the teacher.")
+        if self.prune_channel_multiple < 1:
+            raise ConfigError(f"--prune-channel-multiple must be ≥ 1, got {self.prune_channel_multiple}.",
+                              "Use 8 (the default: channel counts CPU kernels handle best) or 1 (any count).")
         if self.proxy_top_k < 1 or self.proxy_epochs < 1:
             raise ConfigError("--proxy-top-k and --proxy-epochs must be ≥ 1.", "E.g. --proxy-top-k 3 --proxy-epochs 3.")
         if self.teacher_members < 1:

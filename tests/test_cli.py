@@ -137,6 +137,7 @@ def test_an_ensemble_of_two_flip_averaged_teachers(demo, tmp_path):
         (["--teacher-views", "-1"], ["--teacher-views must be ≥ 0"]),
         (["--teacher-arch", "resnet"], ["invalid choice", "vgg"]),
         (["--teacher-members", "0"], ["--teacher-members must be ≥ 1"]),
+        (["--init", "prune", "--prune-channel-multiple", "0"], ["--prune-channel-multiple must be ≥ 1", "(any count)"]),
         (["--teacher-flip-average"], ["never learns", "--augment-flip"]),
         (["--teacher-members", "2", "--teacher", "mine.pt"], ["built-in teacher", "--teacher auto"]),
     ],
