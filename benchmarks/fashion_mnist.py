@@ -244,11 +244,11 @@ def view_bank(plan: Plan, teacher, splits, background: float, work: Path, worker
     from edge_distill.distill.views import build_view_bank
 
     t0 = time.perf_counter()
-    paths, needs_maps = bank_paths(plan, work), any(v in ("fitnet", "attention") for v in plan.variants)
+    paths = bank_paths(plan, work)
     if bank_cached(plan, work):
         print(f"view bank: cached ({plan.views} views)", flush=True)
         return paths
-    bank = build_view_bank(teacher, splits.x_train, plan.views, plan.shift, plan.flip, background, seed=0, with_maps=needs_maps,
+    bank = build_view_bank(teacher, splits.x_train, plan.views, plan.shift, plan.flip, background, seed=0, with_maps="maps" in paths,
                            workers=workers)
     save_arrays(paths, {"x": bank.x, "logits": bank.logits, "maps": bank.maps})
     seconds = time.perf_counter() - t0

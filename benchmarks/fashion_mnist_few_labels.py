@@ -22,8 +22,9 @@ Steps (each cached under runs/bench-fashion-mnist/, keyed by its settings, so a 
    - ``kd``: the ``logit`` KD loss (the suite's T and α) on all 54,000 images; the transfer set's UNLABELLED labels drop
      out of the cross-entropy term (``hard_label_ce``), the KD term sees every image.
 4. pruning at full labels: ``prune_to_budget`` cuts one teacher member down to the suite's budget (<= 100,000 params,
-   profile rpi4; every cut conv rounded to a multiple of 8 channels, the pruner's default); ``prune+kd`` fine-tunes the cut weights with logit KD on all labels, ``scratch+kd`` trains the same
-   architecture from a fresh initialisation the same way.  The cut is deterministic; the seed orders the training
+   profile rpi4; every cut conv rounded to a multiple of 8 channels, the pruner's default); ``prune+kd`` fine-tunes
+   the cut weights with logit KD on all labels, ``scratch+kd`` trains the same architecture from a fresh
+   initialisation the same way.  The cut is deterministic; the seed orders the training
    (and initialises the scratch arm).
 5. deploy: the best 600-label KD run and the best prune+kd run (by validation accuracy) → ONNX → TFLite fp32 and full
    INT8 (``convert_student``), each scored on the official 10,000-image test split.
@@ -402,6 +403,7 @@ def summarize(plan: FewPlan, spec, splits, teacher_info: dict, bank_info: dict, 
                                      ("the cut", pruned.get("cached", False)),
                                      ("arms" if n_cached == len(runs) else f"{n_cached} of the {len(runs)} runs", n_cached > 0)) if hit]
     cold = cold_cache_seconds(seconds, teacher_info, bank_info, pruned, runs, args.jobs)
+    bank_unrecorded = bool(bank_info["cached"] and bank_info["seconds"] is None)
     return {
         "mode": "quick" if args.quick else "full",
         "command": "benchmarks/fashion_mnist_few_labels.py" + (" --quick" if args.quick else "")
@@ -410,7 +412,7 @@ def summarize(plan: FewPlan, spec, splits, teacher_info: dict, bank_info: dict, 
         "plan": {**asdict(plan), "suite": arm_settings(plan) | {"seeds": list(plan.suite.seeds)}},
         "machine": machine(), "threads": args.threads, "jobs": args.jobs, "generated_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "wall_seconds": round(seconds, 1), "cold_cache_seconds_estimate": round(cold, 1), "cached": cached, "data": spec.source, "train_split": full,
-        "bank_seconds_unrecorded": bool(bank_info["cached"] and bank_info["seconds"] is None),
+        "bank_seconds_unrecorded": bank_unrecorded,
         "splits": {"val": len(splits.y_val), "test": len(splits.y_test), "calib": len(splits.y_calib)},
         "threads_per_run": max(1, args.threads // args.jobs),
         "teacher": {k: teacher_info[k] for k in ("arch", "members", "params", "epochs", "test_accuracy", "member_test_accuracy",
@@ -420,7 +422,7 @@ def summarize(plan: FewPlan, spec, splits, teacher_info: dict, bank_info: dict, 
         "arms": arms, "pruned": {k: v for k, v in pruned.items() if k not in ("weights", "cached")}, "prune": prune, "comparisons": comparisons,
         "deployed": deployed, "runs": [{k: v for k, v in r.items() if k != "cached"} for r in runs],
         "targets": targets(plan.labels, comparisons, deployed, cold, args.quick, cold_measured=not cached,
-                           bank_unrecorded=bool(bank_info["cached"] and bank_info["seconds"] is None)),
+                           bank_unrecorded=bank_unrecorded),
     }
 
 
