@@ -20,7 +20,8 @@ Steps (each cached under runs/bench-fashion-mnist/, keyed by its settings, so a 
    - ``pseudo``: cross-entropy on the n labels plus the transfer set labelled with the teacher's top-1 class on the
      unaugmented image (view 0 of the bank): hard pseudo-labels;
    - ``kd``: the ``logit`` KD loss (the suite's T and α) on all 54,000 images; the transfer set's UNLABELLED labels drop
-     out of the cross-entropy term (``hard_label_ce``), the KD term sees every image.
+     out of the cross-entropy term (``hard_label_ce``, summed over a batch's labelled images and divided by the batch
+     size: the tool's default), the KD term sees every image.
 4. pruning at full labels: ``prune_to_budget`` cuts one teacher member down to the suite's budget (<= 100,000 params,
    profile rpi4; every cut conv rounded to a multiple of 8 channels, the pruner's default); ``prune+kd`` fine-tunes
    the cut weights with logit KD on all labels, ``scratch+kd`` trains the same architecture from a fresh
@@ -64,6 +65,7 @@ class FewPlan:
     profile: str = "rpi4"
     criterion: str = "activation"
     channel_multiple: int = 8  # the pruner's default (models/prune.py CHANNEL_MULTIPLE)
+    ce_average: str = "batch"  # the kd arm's hard-label term in a batch with transfer images (losses.hard_label_ce)
 
 
 # Budget, 2 cores.  Measured from a cold cache (2026-12-01 ~18:00-20:10, --work on an empty folder, nothing else
@@ -73,11 +75,16 @@ class FewPlan:
 # bank runs the teacher in two one-thread processes (442-460 s, the same arrays bit for bit) and the cut is rounded to
 # multiples of 8 channels (16-M-40-40-M-72-72: its runs 353-401 s at 22:40, the same runs 443-447 s at 23:35 of the
 # same day: this VM's speed drifts by ~20 % within an hour).  Estimated from those parts: ~118-122 min; the whole plan
-# was not rerun cold after the two changes.
+# was not rerun cold after the two changes.  A cold run started 2026-12-02 00:45 on an idle machine was stopped after 4
+# teacher epochs: ~3.0 min an epoch against 12-01's 2.5, a pace that would put the whole plan near 130-140 min.
 FULL = FewPlan(replace(suite.FULL, student_epochs=6))
 # Whole-plan runs measured from a cold cache, listed under the section's targets: an estimate stitches parts measured
 # at different times, and on this VM those differ by up to ~20 %.
 COLD_RUNS = (("2026-12-01", 127.6, "before the bank's two processes and the cut's rounding to multiples of 8"),)
+# The kd arm as this plan measured it with the hard-label term averaged over each batch's labelled images (the tool's
+# default until 2026-12-02; results JSON of 2026-12-02T00:30), kept for the section: what the average changed.
+EARLIER_LABELLED_AVERAGE = {"date": "2026-12-01", "kd": {600: {"mean": 0.9035, "soft_minus_hard": -1.16},
+                                                          3000: {"mean": 0.9102, "soft_minus_hard": -0.52}}}
 # From a cold cache, measured (2026-12-01 23:42): 12.7 min = the suite's quick teacher 3.6, its 2-view bank 4.1 (two
 # processes), 8 one-epoch runs 4.2 two at a time, two conversions 0.7.  A second seed would add ~4 min, past 15.
 QUICK = FewPlan(replace(suite.QUICK, student_epochs=1, seeds=(0,)))
@@ -238,7 +245,10 @@ def run_key(plan: FewPlan, y_train: np.ndarray, pruned: dict, arm: str, n: int, 
     """A run's identity: its arm, label count, seed, labelled subset (hash) and cache file name."""
     labelled = subset_hash(labelled_rows(y_train, arm, n, seed))
     model_key = (pruned["label"], pruned["weights"]) if arm in PRUNE_ARMS else suite.student_config(plan.suite).label()
-    tag = hash_inputs("few-labels", arm_settings(plan), arm, n, seed, labelled, model_key)
+    # The kd arm's batches mix labels and transfer images; the other arms' are labelled throughout.  Runs made before the
+    # average was a setting averaged over the labelled images, and keep their keys.
+    average = [plan.ce_average] if arm == "kd" and plan.ce_average != "labelled" else []
+    tag = hash_inputs("few-labels", arm_settings(plan), arm, n, seed, labelled, model_key, *average)
     return {"arm": arm, "labels": n, "seed": seed, "labelled_hash": labelled, "name": f"few-{arm.replace('+', '-')}-n{n}-s{seed}-{tag}"}
 
 
@@ -268,7 +278,8 @@ def train_arm(plan: FewPlan, bank_paths: dict[str, Path], pruned: dict, work: Pa
     x, y, views, notes = arm_data(splits, suite.load_bank(bank_paths), arm, labelled)
     model = arm_model(plan, spec, pruned, work, arm, seed)
     s = plan.suite
-    kd = KDConfig(loss="logit" if arm not in ("labels_only", "pseudo") else "ce", temperature=s.temperature, alpha=s.alpha)
+    kd = KDConfig(loss="logit" if arm not in ("labels_only", "pseudo") else "ce", temperature=s.temperature, alpha=s.alpha,
+                  ce_average=plan.ce_average)
     cfg = TrainConfig(epochs=s.student_epochs, batch_size=s.batch_size, lr=s.student_lr, seed=seed)
     result = train(model, x, y, splits.x_val, splits.y_val, cfg, kd, None, work / f"{name}.ckpt", f"{arm} n={n} s{seed}", views=views)
     info = {
@@ -498,9 +509,10 @@ def markdown(summary: dict) -> str:
         "as the other arms.",
         "- `pseudo`: cross-entropy on the n labels plus the transfer set labelled with the teacher's top-1 class on the unaugmented "
         "image (view 0 of the bank): hard pseudo-labels.",
-        f"- `kd`: logit KD (T={s['temperature']}, α={s['alpha']}) on all {full:,} images; the cross-entropy term averages over the "
-        f"labelled images of each batch ({few * s['batch_size'] / full:.1f} on average at {few:,} labels and batch {s['batch_size']}), "
-        "the KD term over every image.",
+        f"- `kd`: logit KD (T={s['temperature']}, α={s['alpha']}) on all {full:,} images, the KD term averaged over every image of a "
+        f"batch; the cross-entropy term sees the labelled ones ({few * s['batch_size'] / full:.1f} a batch on average at {few:,} labels "
+        f"and batch {s['batch_size']}) and {CE_AVERAGE_TEXT[p.get('ce_average', 'labelled')]}.",
+        *earlier_average_rows(p.get("ce_average", "labelled")),
         "",
         f"The validation split that picks each run's best epoch has {sizes['val']:,} labels, far more than the {few:,}-label student "
         "had: that favours "
@@ -521,6 +533,25 @@ def markdown(summary: dict) -> str:
                     f"{c['soft_minus_hard']['points']:+.2f} (per seed {c['soft_minus_hard']['per_seed']}) | {c['pseudo_label_accuracy']:.4f} |")
     rows += markdown_prune(summary, pr, full) + markdown_deploy(summary)
     return "\n".join(rows)
+
+
+CE_AVERAGE_TEXT = {
+    "batch": "is summed over them and divided by the batch size, so every image weighs the same and a labelled one adds its "
+             "α·CE part (`--transfer-ce-average batch`, the tool's default)",
+    "labelled": "averages over them (`--transfer-ce-average labelled`): each label then weighs ~90x a transfer image at 600 labels",
+}
+
+
+def earlier_average_rows(ce_average: str) -> list[str]:
+    """The kd arm measured with the other hard-label average on the same plan, when there is such a record."""
+    if ce_average != "batch":
+        return []
+    return [f"  Measured before the default changed ({EARLIER_LABELLED_AVERAGE['date']}, same plan, subsets, seeds and initial "
+            "weights) with the cross-entropy averaged over the labelled images of each batch: kd "
+            + ", ".join(f"{n:,} labels {v['mean']:.4f} (soft − hard {v['soft_minus_hard']:+.2f})".replace("-", "−")
+                        for n, v in EARLIER_LABELLED_AVERAGE["kd"].items())
+            + ": the few labels, each weighing ~90x (600) or ~18x (3,000) a transfer image, pulled the student below the "
+            "pseudo-labels."]
 
 
 def markdown_prune(summary: dict, pr: dict, full: int) -> list[str]:

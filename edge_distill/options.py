@@ -47,6 +47,10 @@ class BuildOptions:
                                           "images: a folder (any tree; names ignored) or .npz with x; text: a .csv / .jsonl with the text "
                                           "field.  Labels there (y, the label field) only report the teacher's agreement; a third, "
                                           "pseudo-label student shows what the soft targets add", metavar="PATH")
+    transfer_ce_average: str = option("batch", "--unlabelled: what the KD student's hard-label term is averaged over -- batch (summed over "
+                                               "a batch's labelled samples, divided by the batch size: every sample weighs the same) or "
+                                               "labelled (divided by the labelled count: with 1 label in 90 samples each label weighs ~90x a "
+                                               "transfer sample, and pulls the student towards its few labels)", choices=("batch", "labelled"))
     image_size: str | None = option(None, "image folders: prepare every image at N (square) or WxH pixels, width x height, e.g. 48x32 (scaled "
                                           "to cover, centre cropped); default: the folder's median size, at most 64 px on the long side")
     channels: str = option("auto", "image folders: 1 (grey) or 3 (RGB); auto: 3 if any image is in colour, else 1", choices=("auto", "1", "3"))

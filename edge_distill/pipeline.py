@@ -143,13 +143,13 @@ def _students(b: Build, data, sizing, size_key: str, teacher: TeacherResult, tea
     reads_teacher = settings.views is not None or b.task.student_reads_teacher(settings)
     baseline = _student(b, "no-KD", settings, [size_key, *([teacher_key] if reads_teacher else [])], data, sizing, teacher, None)
     b.task.check_teacher(teacher, baseline[0].val_accuracy, data)
-    kd_settings = StudentSettings.from_options(b.options, b.task, world, distill=True)
+    kd_settings = train_stage.kd_settings(StudentSettings, b.options, b.task, world, transfer)
     kd_inputs = [size_key, teacher_key, *([transfer_key] if transfer else [])]
     kd = _student(b, "KD from scratch" if b.options.init == "prune" else "KD", kd_settings, kd_inputs, data, sizing, teacher, transfer)
     pseudo_settings = PseudoLabelSettings.from_options(b.options, b.task, world, distill=False)
     pseudo = _student(b, "pseudo-label", pseudo_settings, [size_key, transfer_key], data, sizing, teacher, transfer) if transfer else (None, None)
     if b.options.init == "prune":  # the pruned student is the one that ships; kd stays as its from-scratch twin
-        pruned_settings = PrunedKDSettings.from_options(b.options, b.task, world, distill=True)
+        pruned_settings = train_stage.kd_settings(PrunedKDSettings, b.options, b.task, world, transfer)
         return Students(*baseline, *_student(b, "pruned + KD", pruned_settings, kd_inputs, data, sizing, teacher, transfer), *pseudo, *kd)
     return Students(*baseline, *kd, *pseudo)
 

@@ -344,6 +344,15 @@ def _versus_nokd(r: Report) -> str:
     return out
 
 
+def unlabelled_arms(ce_average: str | None) -> tuple[tuple[str, str, str], ...]:
+    """The --unlabelled students as (report key, name, what it trained with), for report.md and report.html alike;
+    ``ce_average``: how the KD student's hard-label term averaged its batches (None in reports written before it was kept)."""
+    average = {"batch": " (averaged over the whole batch)", "labelled": " (averaged over the labelled samples of a batch)"}.get(ce_average or "", "")
+    return (("labels_only", "labels only (no KD)", "CE on the labelled training split, repeated to the KD student's steps"),
+            ("pseudo_labels", "pseudo-labels", "CE on the labelled split + the transfer set labelled by the teacher's top-1 class"),
+            ("kd", "soft targets (KD)", f"CE on the labelled split{average}; the teacher's soft targets on it and the transfer set"))
+
+
 @section("unlabelled", "Unlabelled data: labels only, pseudo-labels, soft targets", "unlabelled")
 def _unlabelled(r: Report) -> str | None:
     """--unlabelled: the transfer set, the teacher's agreement with its labels, and the three students side by side."""
@@ -351,9 +360,7 @@ def _unlabelled(r: Report) -> str | None:
     if not isinstance(u, dict):
         return None
     t, acc = u.get("transfer") or {}, u.get("test_accuracy") or {}
-    arms = (("labels_only", "labels only (no KD)", "CE on the labelled training split, repeated to the KD student's steps"),
-            ("pseudo_labels", "pseudo-labels", "CE on the labelled split + the transfer set labelled by the teacher's top-1 class"),
-            ("kd", "soft targets (KD)", "CE on the labelled split; the teacher's soft targets on it and the transfer set"))
+    arms = unlabelled_arms(u.get("ce_average"))
     bars = [Bar(name, 100 * acc[k], PALETTE[i], pct(acc[k])) for i, (k, name, _) in enumerate(arms) if _num(acc.get(k))]
     agreement = (f"the teacher agrees with <b>{pct(t.get('teacher_agreement'))}</b> of the {num(t.get('n_labelled'))} labels the file gives "
                  "(used for nothing else)" if _num(t.get("teacher_agreement")) else "no labels")

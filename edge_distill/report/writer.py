@@ -18,6 +18,7 @@ from ..errors import ReportError, with_article
 from ..rundir import RunDir
 from ..serde import to_jsonable
 from ..versions import tool_versions
+from .html import unlabelled_arms
 
 
 def write_report(run: RunDir, *, options, profile, data, teacher, sizing, students, conversion, verified, bench, times, total_seconds,
@@ -35,7 +36,7 @@ def write_report(run: RunDir, *, options, profile, data, teacher, sizing, studen
         "students": {"baseline": to_jsonable(students.baseline), "kd": to_jsonable(students.kd),
                      **({"pseudo": to_jsonable(students.pseudo)} if students.pseudo is not None else {}),
                      **({"scratch_kd": to_jsonable(students.scratch_kd)} if students.scratch_kd is not None else {})},
-        "unlabelled": _unlabelled(transfer, students),  # None without --unlabelled
+        "unlabelled": _unlabelled(transfer, students, options),  # None without --unlabelled
         "pruning": _pruning(sizing, students),  # None without --init prune
         "student_choice": to_jsonable(choice),  # which student was converted and ships, decided on validation
         "conversion": to_jsonable(conversion),
@@ -52,12 +53,12 @@ def write_report(run: RunDir, *, options, profile, data, teacher, sizing, studen
     return report
 
 
-def _unlabelled(transfer, students) -> dict[str, Any] | None:
+def _unlabelled(transfer, students, options) -> dict[str, Any] | None:
     """The transfer set and the three students' test accuracies: what the labels alone, the teacher's top-1 classes and its
     soft targets each give the same student."""
     if transfer is None:
         return None
-    return {"transfer": to_jsonable(transfer),
+    return {"transfer": to_jsonable(transfer), "ce_average": options.transfer_ce_average,
             "test_accuracy": {"labels_only": students.baseline.test_accuracy, "pseudo_labels": students.pseudo.test_accuracy,
                               "kd": students.kd.test_accuracy}}
 
@@ -321,11 +322,6 @@ def _versus_nokd_md(r: dict[str, Any]) -> list[str]:
     return [" ".join(out), ""] if out else []
 
 
-UNLABELLED_ARMS = (("labels_only", "labels only (no KD)", "CE on the labelled training split, repeated to the KD student's steps"),
-                   ("pseudo_labels", "pseudo-labels", "CE on the labelled split + the transfer set labelled by the teacher's top-1 class"),
-                   ("kd", "soft targets (KD)", "CE on the labelled split; the teacher's soft targets on it and the transfer set"))
-
-
 def _unlabelled_md(r: dict[str, Any]) -> list[str]:
     u = r.get("unlabelled")
     if not u:
@@ -336,7 +332,7 @@ def _unlabelled_md(r: dict[str, Any]) -> list[str]:
     return ["## Unlabelled data (--unlabelled)", "",
             f"Transfer set: **{t['n']:,}** samples from {t['source']}, labelled once by the teacher; {agreement}. "
             f"The same student (size, seed, epochs), on the {r['data']['n_test']} test samples:", "",
-            _table(["student", "trained with", "test accuracy"], [[name, how, _pct(acc[k])] for k, name, how in UNLABELLED_ARMS]), ""]
+            _table(["student", "trained with", "test accuracy"], [[name, how, _pct(acc[k])] for k, name, how in unlabelled_arms(u.get("ce_average"))]), ""]
 
 
 def _pruning_md(r: dict[str, Any]) -> list[str]:

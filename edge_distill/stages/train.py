@@ -7,7 +7,7 @@ samples with plain CE on the teacher's top-1 classes; the no-KD baseline keeps t
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -26,6 +26,15 @@ class KDSettings:
     temperature: float
     alpha: float
     beta: float
+    ce_average: ClassVar[str] = "batch"  # a fully labelled batch: either average is the plain mean
+
+
+@dataclass(frozen=True)
+class TransferKDSettings(KDSettings):
+    """--unlabelled: the KD student's batches mix labelled and transfer samples, and ``ce_average`` says what the hard-label
+    term averages over (``losses.hard_label_ce``).  A subclass, so that builds without a transfer set keep their keys."""
+
+    ce_average: str = "batch"
 
 
 @dataclass(frozen=True)
@@ -104,6 +113,15 @@ class EqualStepsBaselineSettings(StudentSettings):
 
     def epoch_rows(self, n_train: int) -> int:
         return max(n_train, self.samples_per_epoch)
+
+
+def kd_settings(cls: type[StudentSettings], options, task, world_size: int, transfer: TransferResult | None) -> StudentSettings:
+    """A KD student's settings (``cls``: StudentSettings, or PrunedKDSettings for the student cut out of the teacher); with a
+    transfer set, its KD part also says how the hard-label term averages a batch that mixes labelled and transfer samples."""
+    settings = cls.from_options(options, task, world_size, distill=True)
+    if transfer is None:
+        return settings
+    return replace(settings, kd=TransferKDSettings(**asdict(settings.kd), ce_average=options.transfer_ce_average))
 
 
 def baseline_settings(options, task, world_size: int, data: DataResult, transfer: TransferResult | None) -> StudentSettings:
@@ -192,7 +210,8 @@ def train_student(run: RunDir, task, settings: StudentSettings, data: DataResult
     if settings.from_pruned:
         model.load_state_dict(torch.load(run.path(sizing.pruning.init_path), weights_only=True))
     kd = KDConfig(loss="ce") if settings.kd is None else KDConfig(loss=settings.kd.loss, temperature=settings.kd.temperature,
-                                                                   alpha=settings.kd.alpha, beta=settings.kd.beta)
+                                                                   alpha=settings.kd.alpha, beta=settings.kd.beta,
+                                                                   ce_average=settings.kd.ce_average)
     what = (f"KD ({kd.loss}, T={kd.temperature}, alpha={kd.alpha})" + (", from the weights cut out of the teacher" if settings.from_pruned else "")
             if settings.kd else
             "hard labels and the teacher's top-1 class (pseudo-labels)" if settings.pseudo_labels else "hard labels only (no-KD baseline)")
