@@ -1,6 +1,6 @@
 """Fashion-MNIST with few labels: what a teacher's soft targets earn a student that has 600 or 3,000 labels.
 
-    .venv/bin/python benchmarks/fashion_mnist_few_labels.py            # full suite (~118-128 min on 2 cores from a cold cache)
+    .venv/bin/python benchmarks/fashion_mnist_few_labels.py            # full suite (~119-140 min on 2 cores from a cold cache)
     .venv/bin/python benchmarks/fashion_mnist_few_labels.py --quick    # every step, 1-epoch students, one seed (12.7 min cold)
 
 The teacher is the main suite's (``fashion_mnist.py``, same plan, same cache directory, so either script reuses the
@@ -77,6 +77,9 @@ class FewPlan:
 # same day: this VM's speed drifts by ~20 % within an hour).  Estimated from those parts: ~118-122 min; the whole plan
 # was not rerun cold after the two changes.  A cold run started 2026-12-02 00:45 on an idle machine was stopped after 4
 # teacher epochs: ~3.0 min an epoch against 12-01's 2.5, a pace that would put the whole plan near 130-140 min.
+# Everything after the teacher measured cold in one invocation (2026-12-02 01:57-03:12, idle, the teacher's two member
+# files copied in): 74.7 min = bank 6.6 (398 s), cut 0.1, 24 runs 66.3 (prune arms 404-421 s, vgg runs 278-320 s),
+# conversions 0.8; every accuracy reproduced bit for bit.  With the teacher's recorded 44.2 min: 118.9 min.
 FULL = FewPlan(replace(suite.FULL, student_epochs=6))
 # Whole-plan runs measured from a cold cache, listed under the section's targets: an estimate stitches parts measured
 # at different times, and on this VM those differ by up to ~20 %.
