@@ -1,3 +1,6 @@
-from .cli import main
 import sys
-sys.exit(main())
+
+from .cli import main
+
+if __name__ == "__main__":  # worker processes (spawn) import this module again; they must not start a build
+    sys.exit(main())

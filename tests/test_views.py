@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import torch
 
 from edge_distill.distill import KDConfig, TrainConfig, train
+from edge_distill.distill import views as views_module
 from edge_distill.distill.views import ViewBank, build_view_bank, draw_views
 from edge_distill.errors import ConfigError
 from edge_distill.models.cnn import ConvClassifier
@@ -53,8 +56,9 @@ def test_view_zero_is_the_data_and_outputs_match_the_teacher():
     np.testing.assert_array_equal(again.x, bank.x)  # seeded: a resumed build trains on the same views
 
 
-def test_teacher_processes_build_the_same_bank():
+def test_teacher_processes_build_the_same_bank(monkeypatch):
     """workers=2 runs the teacher in two one-thread processes; the views and its outputs are the same as here."""
+    monkeypatch.setattr(views_module, "PROCESSES_PAY_AFTER_S", 0.0)  # this tiny bank would otherwise stay here
     x, _ = _data()
     teacher = _teacher()
     here = build_view_bank(teacher, x, views=3, shift=1, flip=True, background=0.0, with_maps=True, batch_size=16)
@@ -64,6 +68,20 @@ def test_teacher_processes_build_the_same_bank():
     np.testing.assert_allclose(split.maps.astype(np.float32), here.maps.astype(np.float32), rtol=1e-3, atol=1e-3)
     scripted = build_view_bank(torch.jit.script(teacher), x, views=2, shift=1, flip=True, background=0.0, batch_size=16, workers=2)
     np.testing.assert_allclose(scripted.logits, here.logits[:2], rtol=1e-5, atol=1e-6)  # does not pickle: run here
+
+
+def test_a_bank_too_small_to_pay_for_processes_stays_here(monkeypatch):
+    """Starting workers costs seconds; a bank the teacher makes in well under PROCESSES_PAY_AFTER_S (the test suite's
+    builds) is made in this process whatever ``workers`` says."""
+
+    def no_processes(*args, **kwargs):
+        raise AssertionError("a bank of a few milliseconds started worker processes")
+
+    monkeypatch.setattr(views_module, "_outputs_in_processes", no_processes)
+    x, _ = _data()
+    bank = build_view_bank(_teacher(), x, views=2, shift=1, flip=False, background=0.0, batch_size=16, workers=2)
+    assert bank.logits.shape[:2] == (2, len(x))
+    assert views_module._processes_pay(1.0, 31) and not views_module._processes_pay(1.0, 29)
 
 
 def _perturbed(model, scale=0.1):
@@ -143,3 +161,19 @@ def test_bad_banks_are_refused(tmp_path):
         ViewBank(bank.x, bank.logits[:, :10])
     with pytest.raises(ConfigError, match="needs augmentation"):
         build_view_bank(_teacher(), x, views=2, shift=0, flip=False, background=0.0)
+
+
+def test_a_main_script_without_the_guard_gets_no_bank_workers(monkeypatch, tmp_path):
+    """Spawned workers import the main script again: one without the ``__main__`` guard would start its build again in
+    each, so the bank stays in this process; a guarded script (the edge-distill command) gets one worker per core."""
+    import sys
+    import types
+
+    for source, guarded in (("build()\n", False), ('if __name__ == "__main__":\n    build()\n', True)):
+        script = tmp_path / f"user_script_{guarded}.py"
+        script.write_text(source)
+        main = types.ModuleType("__main__")
+        main.__file__ = str(script)
+        monkeypatch.setitem(sys.modules, "__main__", main)
+        assert views_module.main_module_guarded() is guarded
+        assert views_module.bank_workers() == (max(1, min(os.cpu_count() or 1, 8)) if guarded else 1)

@@ -12,7 +12,10 @@ over training, each with exactly matching teacher targets.
 
 from __future__ import annotations
 
+import os
+import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -58,19 +61,22 @@ def build_view_bank(
 ) -> ViewBank:
     """``views`` views of every row of ``x`` (view 0 unaugmented) and the teacher's outputs on them.
 
-    ``workers`` > 1 runs the teacher in that many processes of one thread each, on the same inputs: on the 2-core
-    build VM one process on two threads ran the fashion-mnist teacher only 1.39x faster than on one thread, two
-    one-thread processes ran 2 trainings at ~1.9x.  The views are drawn here first, in one order, so the bank is
-    the same for any ``workers``.  The teacher must pickle (a built-in or plain PyTorch module; a TorchScript
-    teacher is run here, in this process)."""
+    ``workers`` > 1 runs the teacher in that many processes of one thread each, on the same inputs, when it would
+    take more than ``PROCESSES_PAY_AFTER_S`` here (timed on the first chunk): on the 2-core build VM one process on
+    two threads ran the fashion-mnist teacher only 1.39x faster than on one thread, two one-thread processes ran 2
+    trainings at ~1.9x (the suite's bank: 9.1 min in one process, 6.6 in two).  The views are drawn here first, in one
+    order, so the bank is the same for any ``workers`` (the logits to float rounding).  The teacher must pickle (a
+    built-in or plain PyTorch module; a TorchScript teacher is run here, in this process)."""
     if views < 1:
         raise ConfigError(f"A view bank needs at least 1 view, got {views}.", "Use 1 (no augmentation) or more.")
     if views > 1 and shift <= 0 and not flip:
         raise ConfigError("A view bank with more than one view needs augmentation (shift > 0 or flip).", "Set a shift or flip, or use 1 view.")
     inputs = _view_inputs(x, views, shift, flip, background, seed, batch_size)
-    outputs = _outputs_in_processes(teacher, inputs, with_maps, workers) if workers > 1 else None
-    if outputs is None:
-        outputs = _outputs_here(teacher, inputs, with_maps, views)
+    outputs = _outputs_here(teacher, inputs[:1], with_maps, None)  # also times one chunk: would processes pay?
+    rest = None
+    if workers > 1 and _processes_pay(outputs[0][2], len(inputs) - 1):
+        rest = _outputs_in_processes(teacher, inputs[1:], with_maps, workers)
+    outputs += rest if rest is not None else _outputs_here(teacher, inputs[1:], with_maps, f"teacher on {views} views")
     n = len(x)
 
     def stack(parts: list[np.ndarray]) -> np.ndarray:
@@ -79,6 +85,40 @@ def build_view_bank(
 
     return ViewBank(stack(inputs).astype(np.float32), stack([o[0] for o in outputs]),
                     stack([o[1] for o in outputs]) if with_maps else None)
+
+
+# Starting a worker (spawn, import torch, unpickle the teacher) took ~4 s on the 2-core build VM; below this much
+# teacher time in this process the workers cost more than they save (the test suite's digits banks take < 1 s).
+PROCESSES_PAY_AFTER_S = 30.0
+
+
+def _processes_pay(chunk_seconds: float, chunks_left: int) -> bool:
+    return chunk_seconds * chunks_left > PROCESSES_PAY_AFTER_S
+
+
+def bank_workers() -> int:
+    """Teacher processes for a build's bank: one per core, at most 8 -- every worker holds its own copy of the teacher,
+    and more than 2 has not been measured here (the build VM has 2 cores).  One when the main script could not take
+    worker processes: spawn imports it again in each, and a script without ``if __name__ == "__main__":`` would start
+    its build again there."""
+    if not main_module_guarded():
+        return 1
+    return max(1, min(os.cpu_count() or 1, 8))
+
+
+def main_module_guarded() -> bool:
+    """Whether spawned workers can import the main module safely: an interactive session or notebook (no file), or a
+    script or module whose source has the ``__main__`` guard (the ``edge-distill`` command's has)."""
+    import sys
+
+    path = getattr(sys.modules.get("__main__"), "__file__", None)
+    if not path:
+        return True
+    try:
+        source = Path(path).read_text(errors="replace")
+    except OSError:
+        return False
+    return "__name__ == \"__main__\"" in source or "__name__ == '__main__'" in source
 
 
 def _view_inputs(x: np.ndarray, views: int, shift: int, flip: bool, background: float, seed: int,
@@ -95,23 +135,29 @@ def _view_inputs(x: np.ndarray, views: int, shift: int, flip: bool, background: 
 
 
 @torch.no_grad()
-def _teacher_outputs(teacher: nn.Module, xb: np.ndarray, with_maps: bool) -> tuple[np.ndarray, np.ndarray | None]:
-    """The teacher's float32 logits on one chunk and, with ``with_maps``, its last feature map as float16."""
+def _teacher_outputs(teacher: nn.Module, xb: np.ndarray, with_maps: bool) -> tuple[np.ndarray, np.ndarray | None, float]:
+    """The teacher's float32 logits on one chunk, with ``with_maps`` its last feature map as float16, and the seconds
+    it took."""
+    started = time.perf_counter()
     xin = channels_last_input(torch.from_numpy(xb))
     if not with_maps:
-        return teacher(xin).float().numpy(), None
+        return teacher(xin).float().numpy(), None, time.perf_counter() - started
     with capture_features(teacher) as captured:
         out = teacher(xin)
-    return out.float().numpy(), captured[0].to(torch.float16).numpy()
+    return out.float().numpy(), captured[0].to(torch.float16).numpy(), time.perf_counter() - started
 
 
-def _outputs_here(teacher: nn.Module, inputs: list[np.ndarray], with_maps: bool, views: int) -> list:
+def _outputs_here(teacher: nn.Module, inputs: list[np.ndarray], with_maps: bool, label: str | None) -> list:
+    """The teacher's outputs on ``inputs`` in this process, with a progress bar named ``label`` (``None``: none)."""
+    if not inputs:
+        return []
     teacher.eval()
     images = inputs[0].ndim == 4
     if images:
         set_memory_format(torch.channels_last, teacher)
     try:
-        return [_teacher_outputs(teacher, xb, with_maps) for xb in get_console().progress(inputs, len(inputs), f"teacher on {views} views")]
+        chunks = get_console().progress(inputs, len(inputs), label) if label else inputs
+        return [_teacher_outputs(teacher, xb, with_maps) for xb in chunks]
     finally:
         if images:
             set_memory_format(torch.contiguous_format, teacher)

@@ -105,10 +105,11 @@ class VisionTask(Task):
         """A bank of fixed augmented views with the teacher's outputs on each replaces the online teacher; the no-KD
         baseline trains on the same views, so the comparison isolates the teacher's signal."""
         from ..distill import LOSSES, TrainConfig
-        from ..distill.views import build_view_bank
+        from ..distill.views import bank_workers, build_view_bank
 
         bank = build_view_bank(self.load_teacher(run, teacher, data), splits.x_train, settings.views.views, cfg.augment_shift,
-                               cfg.augment_flip, cfg.background, settings.seed, with_maps=LOSSES.get(loss).needs_features)
+                               cfg.augment_flip, cfg.background, settings.seed, with_maps=LOSSES.get(loss).needs_features,
+                               workers=bank_workers())
         return bank, TrainConfig(epochs=cfg.epochs, seed=cfg.seed)  # the views hold the augmentation
 
     # ---- after training
