@@ -13,6 +13,7 @@ over training, each with exactly matching teacher targets.
 from __future__ import annotations
 
 import os
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -109,8 +110,6 @@ def bank_workers() -> int:
 def main_module_guarded() -> bool:
     """Whether spawned workers can import the main module safely: an interactive session or notebook (no file), or a
     script or module whose source has the ``__main__`` guard (the ``edge-distill`` command's has)."""
-    import sys
-
     path = getattr(sys.modules.get("__main__"), "__file__", None)
     if not path:
         return True
