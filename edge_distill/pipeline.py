@@ -28,7 +28,7 @@ from .rundir import RunDir, hash_inputs
 from .serde import to_jsonable
 from .stages import bench as bench_stage, bundle as bundle_stage, classical as classical_stage, convert as convert_stage
 from .stages import fidelity as fidelity_stage, size as size_stage, train as train_stage, transfer as transfer_stage, verify as verify_stage
-from .stages.data import content_key
+from .stages.data import path_content_key
 from .stages.runner import Stages
 from .stages.teacher import TeacherResult
 from .stages.train import PrunedKDSettings, PseudoLabelSettings, StudentResult, Students, StudentSettings
@@ -105,6 +105,7 @@ def _data(b: Build) -> tuple[DataResult, str]:
     data, key = b.stages("data", b.task.data_settings(b.options), b.task.data_inputs(b.options), DataResult,
                          lambda: b.task.prepare_data(b.run, b.task.data_settings(b.options)))
     b.console.stage("data", f"{data.spec.name}: {data.n_train} train / {data.n_val} val / {data.n_test} test / {data.n_calib} calibration")
+    b.task.check_unlabelled(b.options, data)  # a malformed --unlabelled file is refused now, not after the teacher trains
     return data, key
 
 
@@ -121,7 +122,7 @@ def _transfer(b: Build, data: DataResult, data_key: str, teacher: TeacherResult,
     if b.options.unlabelled is None:
         return None, None
     settings = b.task.unlabelled_settings(b.options)
-    return b.stages("transfer", settings, [data_key, teacher_key, content_key(b.options.unlabelled)], transfer_stage.TransferResult,
+    return b.stages("transfer", settings, [data_key, teacher_key, path_content_key(b.options.unlabelled)], transfer_stage.TransferResult,
                     lambda: transfer_stage.label_transfer_set(b.run, b.task, settings, data, teacher))
 
 
@@ -178,8 +179,7 @@ def _verify(b: Build, data, data_key: str, sizing, teacher, arms: Students, conv
                              lambda: verify_stage.verify(b.run, b.task, settings, data, sizing, teacher, arms, conversion, classical))
     b.console.info(format_ledger(verified))
     enforce_gate(verified, conversion)
-    warning = check_against_nokd(verified, b.options.if_kd_loses)
-    if warning:
+    if warning := check_against_nokd(verified, b.options.if_kd_loses):
         b.console.warn(warning)
     return verified, key
 

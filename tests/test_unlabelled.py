@@ -105,8 +105,9 @@ def few_label_options(paths, out, **overrides) -> BuildOptions:
     return BuildOptions(**{**values, **overrides})
 
 
-def train_arms(options: BuildOptions):
-    """The build's own stages from data to the three students (no conversion, benchmark or device runtime)."""
+def train_arms(options: BuildOptions, upto_transfer: bool = False):
+    """The build's own stages from data to the three students (no conversion, benchmark or device runtime);
+    ``upto_transfer``: (data, transfer) once the transfer stage has run."""
     task = resolve_task(options.task, options.data)
     task.check_options(options)
     run = RunDir(options.run_dir())
@@ -117,6 +118,8 @@ def train_arms(options: BuildOptions):
     data, data_key = pipeline._data(b)
     teacher, teacher_key = pipeline._teacher(b, data, data_key)
     transfer, transfer_key = pipeline._transfer(b, data, data_key, teacher, teacher_key)
+    if upto_transfer:
+        return data, transfer
     sizing, size_key = pipeline._size(b, data, data_key, teacher, teacher_key)
     arms = pipeline._students(b, data, sizing, size_key, teacher, teacher_key, transfer, transfer_key)
     return data, teacher, transfer, arms, b.stages.times
@@ -270,6 +273,85 @@ def test_an_image_folder_tree_is_prepared_like_the_labelled_data(few_labels, tmp
     assert np.abs(got.x[:4] - from_npz.x[[1, 3, 0, 2]]).max() < (0.5 * 16 / 255) / 16 / spec.std + 1e-5
 
 
+def _copies(x, reference):
+    """How many images of x some image of reference equals exactly (brute force: the test's own count)."""
+    flat_x, flat_r = x.reshape(len(x), -1), reference.reshape(len(reference), -1)
+    return int(sum(bool((flat_r == row).all(1).any()) for row in flat_x))
+
+
+def test_copies_of_the_builds_own_samples_are_left_out_of_the_transfer_set(few_labels, tmp_path):
+    """A pool that holds test and labelled images (the parent folder of --data and --test-data, a copy under another
+    name): the copies are left out, split by split, and counted; a pool of copies only is refused."""
+    with np.load(few_labels["unlabelled"]) as u, np.load(few_labels["test"]) as t, np.load(few_labels["labelled"]) as lab:
+        pool, test, labelled = u["x"][:60], t["x"], lab["x"]
+    mixed = tmp_path / "mixed.npz"
+    np.savez(mixed, x=np.concatenate([pool, test[:25], labelled[:12]]).astype(np.uint8))  # another dtype: the same pixels
+    data, transfer = train_arms(few_label_options(few_labels, tmp_path / "run", unlabelled=str(mixed)), upto_transfer=True)
+    assert transfer.left_out["test"] == _copies(np.concatenate([pool, test[:25]]), test) >= 25
+    assert sum(transfer.left_out.values()) == 60 + 25 + 12 - transfer.n and transfer.n >= 60 - _copies(pool, np.concatenate([test, labelled]))
+    assert "left out as copies of this build's splits" in transfer.source
+    copy = tmp_path / "test-copy.npz"
+    np.savez(copy, x=test)
+    _refused(few_labels, tmp_path, DataError, ["all 359 samples", "the test split"], unlabelled=str(copy))
+
+
+def test_a_uint8_array_on_the_labelled_scale_is_read_on_it_and_other_scales_are_refused(few_labels, tmp_path):
+    """digits are 0..16: the same pixels stored as uint8 are 0..16 too, not near-black 0..255 images; normalized or
+    rescaled arrays the build cannot place are refused, naming the scale."""
+    from edge_distill.data import prepare
+    from edge_distill.data.unlabelled import load_unlabelled_images
+
+    spec, _ = prepare(str(few_labels["labelled"]), 0, 50, test_data=str(few_labels["test"]))
+    with np.load(few_labels["unlabelled"]) as npz:
+        x = npz["x"]
+    as_uint8 = tmp_path / "u8.npz"
+    np.savez(as_uint8, x=x.astype(np.uint8))
+    got = load_unlabelled_images(str(as_uint8), spec)
+    assert np.array_equal(got.x, load_unlabelled_images(str(few_labels["unlabelled"]), spec).x) and "read as 0..16" in got.source
+    normalized = tmp_path / "normalized.npz"
+    np.savez(normalized, x=(x - x.mean()) / x.std())
+    with pytest.raises(DataError, match="negative values.*normalized already"):
+        load_unlabelled_images(str(normalized), spec)
+    dim = tmp_path / "dim.npz"
+    np.savez(dim, x=x / 255.0)  # 0..16 divided as if it were 0..255: read as 0..1, every image nearly black
+    with pytest.raises(DataError, match=r"std 0\.\d\d .*another pixel scale than --data \(0\.\.16\)"):
+        load_unlabelled_images(str(dim), spec)
+
+
+def test_a_folder_tree_follows_linked_folders_and_counts_files_it_cannot_read(few_labels, tmp_path, capsys):
+    from edge_distill.data import prepare
+    from edge_distill.data.unlabelled import load_unlabelled_images
+
+    spec, _ = prepare(str(few_labels["labelled"]), 0, 50, test_data=str(few_labels["test"]))
+    camera = tmp_path / "camera"
+    camera.mkdir()
+    for i in range(3):
+        Image.new("L", (16, 16), 40 * i).save(camera / f"{i}.png")
+    pool = tmp_path / "pool"
+    pool.mkdir()
+    Image.new("L", (16, 16), 200).save(pool / "own.png")
+    Image.new("L", (16, 16), 90).save(pool / "anim.gif")
+    (pool / "notes.txt").write_text("where these came from")
+    (pool / ".DS_Store").write_bytes(b"\0")
+    (pool / "camera").symlink_to(camera, target_is_directory=True)
+    (camera / "loop").symlink_to(pool, target_is_directory=True)  # a link loop ends
+    got = load_unlabelled_images(str(pool), spec)
+    assert len(got.x) == 4 and "4 images" in got.source
+    err = capsys.readouterr().err
+    assert "left out 2 file(s)" in err and "1 .gif" in err and "1 .txt" in err and ".DS_Store" not in err
+
+
+def test_an_unlabelled_folder_named_like_a_builtin_dataset_is_keyed_by_its_content(tmp_path, monkeypatch):
+    from edge_distill.stages.data import path_content_key
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "digits").mkdir()
+    Image.new("L", (8, 8), 10).save(tmp_path / "digits" / "a.png")
+    before = path_content_key("digits")
+    Image.new("L", (8, 8), 99).save(tmp_path / "digits" / "b.png")
+    assert before != path_content_key("digits") != "digits"
+
+
 def test_unlabelled_conflicts_and_the_labelled_data_itself_are_refused(few_labels):
     for overrides, words in (({"nproc": 2}, ["--nproc > 1"]), ({"teacher_views": 2, "augment_shift": 2}, ["--teacher-views"]),
                              ({"unlabelled": str(few_labels["labelled"])}, ["of its own"]),
@@ -286,12 +368,23 @@ def test_the_cli_refuses_a_missing_transfer_set_before_anything_trains(tmp_path,
     assert not (tmp_path / "run" / "manifest.json").exists()
 
 
+def test_a_malformed_transfer_set_is_refused_before_the_teacher_trains(few_labels, tmp_path, capsys):
+    no_x = tmp_path / "no_x.npz"
+    np.savez(no_x, images=np.zeros((5, 8, 8), np.float32))
+    out = tmp_path / "run"
+    assert main(["build", "--data", str(few_labels["labelled"]), "--unlabelled", str(no_x), "--teacher-epochs", "1", "--calib-count", "50",
+                 "--out", str(out), "--quiet"]) != 0
+    err = capsys.readouterr().err
+    assert "needs 'x'" in err and "Traceback" not in err
+    assert (out / "data" / "splits.npz").exists() and not (out / "teacher").exists()
+
+
 def test_text_unlabelled_files_name_the_missing_field_and_unknown_labels(tmp_path):
     from edge_distill.data.unlabelled import load_unlabelled_texts
 
     csv = tmp_path / "u.csv"
-    csv.write_text("body,label\nhello there,a\n")
-    with pytest.raises(DataError, match=r"u\.csv, row 2: no field 'text' \(fields: 'body', 'label'\)"):
+    csv.write_text("body,label\n\nhello there,a\n")  # a blank line counts: editors show the row on line 3
+    with pytest.raises(DataError, match=r"u\.csv, line 3: no field 'text' \(fields: 'body', 'label'\)"):
         load_unlabelled_texts(str(csv), "text", "label", ("a", "b"))
     got = load_unlabelled_texts(str(csv), "body", "label", ("a", "b"))
     assert got.texts == ["hello there"] and got.y.tolist() == [0]
@@ -301,6 +394,10 @@ def test_text_unlabelled_files_name_the_missing_field_and_unknown_labels(tmp_pat
         load_unlabelled_texts(str(jsonl), "text", "label", ("a", "b"))
     jsonl.write_text('{"text": "one"}\n{"text": "two", "label": "b"}\n')
     assert load_unlabelled_texts(str(jsonl), "text", "label", ("a", "b")).y.tolist() == [UNLABELLED, 1]
+    stray = tmp_path / "stray.csv"  # a quote that never closes would swallow every row after it
+    stray.write_text('text,label\none,a\n"two, with a stray quote,b\n' + "".join(f"row {i},a\n" for i in range(50)))
+    with pytest.raises(DataError, match="not valid CSV in the row after line 2: unexpected end of data"):
+        load_unlabelled_texts(str(stray), "text", "label", ("a", "b"))
     empty = tmp_path / "e.csv"
     empty.write_text("text,label\n")
     with pytest.raises(DataError, match="holds no samples"):

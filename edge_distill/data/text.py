@@ -165,11 +165,18 @@ def load_text_file(name: str, text_field: str = "text", label_field: str = "labe
 
 def _read_csv(path: Path, hint: str) -> list[tuple[str, dict]]:
     with open(path, encoding="utf-8-sig", newline="") as fh:  # -sig: spreadsheet exports often start with a BOM
+        # strict: a quote that never closes is an error at the end of the file, not one text that swallows every row after it.
+        reader = csv.DictReader(fh, strict=True)
+        # A row is named by the line it ends on (blank lines counted; a quoted text may span lines).
+        rows, ended = [], 1
         try:
-            reader = csv.DictReader(fh)
-            rows = [(f"row {i}", row) for i, row in enumerate(reader, 2) if any((v or "").strip() for v in row.values() if isinstance(v, str))]
+            for row in reader:
+                ended = reader.line_num
+                if any((v or "").strip() for v in row.values() if isinstance(v, str)):
+                    rows.append((f"line {ended}", row))
         except csv.Error as exc:
-            raise DataError(f"{path} is not valid CSV: {exc}.", hint) from None
+            raise DataError(f"{path} is not valid CSV in the row after line {ended}: {exc}.", hint + " A text that holds the "
+                            "delimiter, a quote or a line break must be quoted, with its own quotes doubled (\"\").") from None
     return rows
 
 

@@ -23,7 +23,7 @@ from ..errors import DataError
 from ..export import imageprep
 from ..export.imageprep import IMAGE_SUFFIXES, ImageError
 from .spec import UNLABELLED, DataSpec
-from .user import to_nchw
+from .user import files_under, image_files, to_nchw, warn_skipped
 
 _IMAGE_HINT = ("Give --unlabelled a .npz with x (images like --data's: N,H,W | N,C,H,W | N,H,W,C; optionally y, labels "
                "0..K-1 or -1, used only to report the teacher's agreement) or a folder of image files (any tree; names ignored).")
@@ -41,8 +41,24 @@ def load_unlabelled_images(name: str, spec: DataSpec, skip_bad: bool = False) ->
     if not path.exists():
         raise DataError(f"--unlabelled {path} does not exist.", _IMAGE_HINT)
     raw, y, source = _read_npz(path, spec) if path.is_file() else _read_folder(path, spec, skip_bad)
-    x = ((raw / np.float32(spec.pixel_scale) - np.float32(spec.mean)) / np.float32(spec.std)).astype(np.float32)
-    return UnlabelledImages(x, y, source)
+    return UnlabelledImages(_normalize(raw, spec), y, source)
+
+
+def check_unlabelled_images(name: str, spec: DataSpec) -> None:
+    """What ``load_unlabelled_images`` refuses, found before the teacher trains: a .npz is read whole (its shape,
+    dtype, labels and pixel scale), a folder only listed (decoding waits for the transfer stage)."""
+    path = Path(name)
+    if not path.exists():
+        raise DataError(f"--unlabelled {path} does not exist.", _IMAGE_HINT)
+    if path.is_file():
+        _read_npz(path, spec)
+    else:
+        _folder_images(path, warn=False)
+
+
+def _normalize(raw: np.ndarray, spec: DataSpec) -> np.ndarray:
+    """Raw pixels (0..spec.pixel_scale) → the training split's units, as the data stage computes them."""
+    return ((raw / np.float32(spec.pixel_scale) - np.float32(spec.mean)) / np.float32(spec.std)).astype(np.float32)
 
 
 def _read_npz(path: Path, spec: DataSpec) -> tuple[np.ndarray, np.ndarray, str]:
@@ -68,20 +84,46 @@ def _read_npz(path: Path, spec: DataSpec) -> tuple[np.ndarray, np.ndarray, str]:
                         "image files (they are resized and converted for you).")
     if not np.all(np.isfinite(images)):
         raise DataError(f"--unlabelled {path}: x contains NaN or infinite values.", "Clean the images before building.")
+    if float(images.min()) < 0:
+        raise DataError(f"--unlabelled {path}: x has negative values (down to {float(images.min()):.3g}): the images look normalized "
+                        f"already, and the build normalizes them itself, with the training split's statistics.",
+                        f"Give raw pixels: on --data's scale (0..{spec.pixel_scale:g}), 0..1, or uint8 0..255.")
     scale = _pixel_scale(x, float(images.max()), spec.pixel_scale)
     raw = images.astype(np.float32) * np.float32(spec.pixel_scale / scale)
     labels = _labels(y, len(x), spec.num_classes, path)
-    return raw, labels, f"file {path} ({len(x)} images)"
+    _check_brightness(raw, spec, path, f"{x.dtype} read as 0..{scale:g}, its largest value {float(images.max()):g}")
+    return raw, labels, f"file {path} ({len(x)} images, {x.dtype} read as 0..{scale:g})"
 
 
 def _pixel_scale(x: np.ndarray, top: float, labelled_scale: float) -> float:
-    """The array's own raw range, as ``--data`` would read it; floats within the labelled data's range are taken to be
-    in it (a digits array whose brightest pixel is 15 is still 0..16, not 0..15)."""
-    if x.dtype == np.uint8:
-        return 255.0
+    """The array's own raw range, as ``--data`` would read it, except that values within the labelled data's range are
+    taken to be in it: a digits array whose brightest pixel is 15 is 0..16, not 0..15, and a uint8 digits array
+    (0..16) is not 0..255 -- read so, every image would be nearly black."""
     if top <= 1.0:
         return 1.0
-    return labelled_scale if top <= labelled_scale else top
+    if top <= labelled_scale:
+        return labelled_scale
+    return 255.0 if x.dtype == np.uint8 else top
+
+
+# Normalized with the training split's statistics, the training split's pixels have mean 0 and std 1.  A transfer set
+# far outside these is almost always on another pixel scale (a 0..16 array read as 0..255 has std ~0.06).
+_BRIGHTNESS_STD = (0.25, 4.0)
+_BRIGHTNESS_MEAN = 2.5
+
+
+def _check_brightness(raw: np.ndarray, spec: DataSpec, path: Path, how_read: str) -> None:
+    if float(raw.min()) == float(raw.max()):
+        raise DataError(f"--unlabelled {path}: every pixel of x is {float(raw.max()):g}: the images are blank.",
+                        "Give the images the teacher should label.")
+    normalized = _normalize(raw, spec)
+    mean, std = float(normalized.mean()), float(normalized.std())
+    if _BRIGHTNESS_STD[0] <= std <= _BRIGHTNESS_STD[1] and abs(mean) <= _BRIGHTNESS_MEAN:
+        return
+    raise DataError(f"--unlabelled {path}: prepared like the training split ({how_read}), its pixels have mean {mean:.2f} and std "
+                    f"{std:.2f} in the training split's units, where the training split's have 0 and 1: x is almost certainly on "
+                    f"another pixel scale than --data (0..{spec.pixel_scale:g}).",
+                    f"Store x on --data's scale (0..{spec.pixel_scale:g}), as floats 0..1, or as uint8 0..255, or give a folder of image files.")
 
 
 def _labels(y: np.ndarray | None, n: int, num_classes: int, path: Path) -> np.ndarray:
@@ -98,12 +140,16 @@ def _labels(y: np.ndarray | None, n: int, num_classes: int, path: Path) -> np.nd
     return labels
 
 
-def _read_folder(root: Path, spec: DataSpec, skip_bad: bool) -> tuple[np.ndarray, np.ndarray, str]:
-    files = sorted(f for f in root.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES
-                   and not any(p.startswith(".") for p in f.relative_to(root).parts))
+def _folder_images(root: Path, warn: bool = True) -> list[Path]:
+    files = image_files(files_under(root), root, f"--unlabelled {root}", warn)
     if not files:
         raise DataError(f"--unlabelled {root} holds no image files (looked for {', '.join(IMAGE_SUFFIXES)} in it and its sub-folders).",
                         _IMAGE_HINT)
+    return files
+
+
+def _read_folder(root: Path, spec: DataSpec, skip_bad: bool) -> tuple[np.ndarray, np.ndarray, str]:
+    files = _folder_images(root)
     c, h, w = (int(d) for d in spec.input_shape)
     images, skipped = [], []
     for f in get_console().progress(files, len(files), "unlabelled images"):
@@ -116,8 +162,7 @@ def _read_folder(root: Path, spec: DataSpec, skip_bad: bool) -> tuple[np.ndarray
             skipped.append(f)
     if not images:
         raise DataError(f"--unlabelled {root}: none of its {len(files)} image files can be decoded.", "Re-save the files as PNG or JPEG.")
-    if skipped:
-        get_console().warn(f"Skipped {len(skipped)} undecodable image file(s) in {root} (--skip-bad-images).")
+    warn_skipped(root, skipped, f"--unlabelled {root}")
     # Files are 0..255; a model trained on another raw scale (digits: 0..16) sees them mapped onto it, as the device would.
     raw = imageprep.to_raw(np.stack(images).transpose(0, 3, 1, 2), spec.pixel_scale)
     source = (f"folder {root} ({len(images)} images to {imageprep.format_size((h, w))} {'grey' if c == 1 else 'RGB'}, "

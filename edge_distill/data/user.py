@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import os
 import zipfile
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -49,11 +51,46 @@ def fingerprint(name: str) -> str:
     """A hash of the data's content, so an edited file or folder invalidates the cached data stage."""
     path = Path(name)
     digest = hashlib.sha256()
-    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else []
+    files = [path] if path.is_file() else files_under(path) if path.is_dir() else []
     for f in files:
         digest.update(str(f.relative_to(path) if path.is_dir() else f.name).encode())
         digest.update(f.read_bytes())
     return digest.hexdigest()[:16] if files else f"missing:{name}"
+
+
+def files_under(root: Path) -> list[Path]:
+    """Every file in ``root``'s tree, sorted.  Symlinked folders are followed (a linked camera folder is part of the
+    data; ``Path.rglob`` would skip it without a word), each real folder entered once, so a link loop ends."""
+    seen, files = set(), []
+    for folder, dirs, names in os.walk(root, followlinks=True):
+        real = os.path.realpath(folder)
+        if real in seen:
+            dirs[:] = []
+            continue
+        seen.add(real)
+        dirs.sort()
+        files += [Path(folder) / n for n in names]
+    return sorted(f for f in files if f.is_file())
+
+
+def image_files(files: list[Path], root: Path, origin: str, warn: bool = True) -> list[Path]:
+    """The image files among ``files`` (under ``root``).  Hidden files (.DS_Store, ._IMG_1.jpg) are left out quietly;
+    any other file the build does not read (a .gif, a .tif, notes) is counted in a warning: it is not in the data."""
+    visible = [f for f in files if not any(part.startswith(".") for part in f.relative_to(root).parts)]
+    images = [f for f in visible if f.suffix.lower() in IMAGE_SUFFIXES]
+    other = Counter(f.suffix.lower() or "no suffix" for f in visible if f.suffix.lower() not in IMAGE_SUFFIXES)
+    if other and warn:
+        kinds = ", ".join(f"{n} {suffix}" for suffix, n in other.most_common(6)) + (", ..." if len(other) > 6 else "")
+        get_console().warn(f"{origin}: left out {sum(other.values())} file(s) that are not images this build reads ({kinds}); "
+                           f"it reads {', '.join(IMAGE_SUFFIXES)}. Convert them (e.g. to PNG) to include them.")
+    return images
+
+
+def warn_skipped(root: Path, skipped: list[Path], origin: str) -> None:
+    """--skip-bad-images: how many undecodable files were left out of ``root``, and the first few by name."""
+    if skipped:
+        listing = ", ".join(str(f.relative_to(root)) for f in skipped[:5]) + (", ..." if len(skipped) > 5 else "")
+        get_console().warn(f"Skipped {len(skipped)} undecodable image file(s) in {origin} (--skip-bad-images): {listing}")
 
 
 def load_user_data(name: str, size: tuple[int, int] | None = None, channels: int | None = None, skip_bad: bool = False) -> RawDataset:
@@ -120,9 +157,14 @@ def to_nchw(x: np.ndarray, origin: str) -> np.ndarray:
             return x
         if x.shape[3] in (1, 3):
             return x.transpose(0, 3, 1, 2)
+    flat = ""
+    if x.ndim == 2 and round(x.shape[1] ** 0.5) ** 2 == x.shape[1]:  # e.g. scikit-learn's digits.data: (N, 64)
+        side = round(x.shape[1] ** 0.5)
+        flat = f" Flattened square grey images are x.reshape(-1, {side}, {side})."
+    where = origin if origin.startswith("--") else f"Dataset {origin}"
     raise DataError(
-        f"Dataset {origin}: images have shape {x.shape}; expected (N, H, W), (N, C, H, W) or (N, H, W, C) with C = 1 (grey) or 3 (RGB).",
-        "Reshape x accordingly (one image per row).",
+        f"{where}: images have shape {x.shape}; expected (N, H, W), (N, C, H, W) or (N, H, W, C) with C = 1 (grey) or 3 (RGB).",
+        "Reshape x accordingly (one image per row)." + flat,
     )
 
 
@@ -169,8 +211,9 @@ def load_folder(root: Path, size: tuple[int, int] | None = None, channels: int |
         check_same_classes(str(root), names, class_names)
         classes = [root / n for n in class_names]  # the training data's class order
         names = class_names
-    files = [(label, f) for label, folder in enumerate(classes)
-             for f in sorted(folder.iterdir()) if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES]
+    listed = sorted(f for folder in classes for f in folder.iterdir() if f.is_file())
+    readable = set(image_files(listed, root, f"Dataset folder {root}"))
+    files = [(label, f) for label, folder in enumerate(classes) for f in sorted(folder.iterdir()) if f in readable]
     if not files:
         raise DataError(f"Dataset folder {root} holds no images (looked for {', '.join(IMAGE_SUFFIXES)} in {len(classes)} class folders).", _LAYOUT_HINT)
     skipped: list[Path] = []
@@ -207,9 +250,7 @@ def load_folder(root: Path, size: tuple[int, int] | None = None, channels: int |
         labels.append(label)
     if not images:
         raise DataError(f"Dataset folder {root}: none of its {len(files)} image files can be decoded.", _SKIP_HINT)
-    if skipped:
-        listing = ", ".join(str(f.relative_to(root)) for f in skipped[:5]) + (", ..." if len(skipped) > 5 else "")
-        get_console().warn(f"Skipped {len(skipped)} undecodable image file(s) in {root} (--skip-bad-images): {listing}")
+    warn_skipped(root, skipped, str(root))
     x = np.stack(images).transpose(0, 3, 1, 2).astype(np.float32)
     spread = ""
     if sizes:

@@ -15,6 +15,13 @@ def content_key(path: str) -> str:
     return fingerprint(path) if is_user_data(path) else path
 
 
+def path_content_key(path: str) -> str:
+    """A path that is never a built-in dataset's name (--unlabelled), keyed by its content: a folder called digits too."""
+    from ..data.user import fingerprint
+
+    return fingerprint(path)
+
+
 def load_splits(run: RunDir, data: DataResult):
     from ..data import Splits
 

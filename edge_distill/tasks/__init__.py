@@ -93,9 +93,15 @@ class Task:
         """The transfer stage's settings (a frozen dataclass): --unlabelled and the options that say how this task reads it."""
         raise ConfigError(f"--unlabelled is not supported for {self.name} builds yet.", "Leave it out.")
 
+    def check_unlabelled(self, options: BuildOptions, data: DataResult) -> None:
+        """Read --unlabelled, if given, far enough to refuse a malformed file before the teacher trains (its samples
+        are prepared, and their overlap with the splits found, after it).  Tasks without a transfer set refuse the
+        option in ``unlabelled_settings``."""
+
     def prepare_unlabelled(self, run: RunDir, settings: Any, data: DataResult, teacher: TeacherResult) -> TransferSet:
         """The --unlabelled samples prepared exactly like the training split (same size, channels and normalization, or
-        the same tokenizer), what the teacher reads of them, and their labels where the file has them."""
+        the same tokenizer), what the teacher reads of them, their labels where the file has them, and which of them the
+        data stage's train / val / test splits already hold (``TransferSet.overlap``; the transfer stage leaves those out)."""
         raise NotImplementedError
 
     # ---- students

@@ -12,6 +12,7 @@ from ..console import get_console
 from ..errors import ConfigError
 from ..rundir import RunDir
 from ..stages.data import load_splits, write_npz, write_splits
+from ..stages.transfer import TRANSFER_REVISION
 from . import Task
 from .text_features import start_from_teacher_embeddings, teacher_hidden_states, teacher_view_bank, write_student_tokenizer
 from .text_teacher import (TextTeacherSettings, encode_for_teacher, export_teacher_onnx, load_teacher, make_text_teacher, teacher_content_key,
@@ -38,6 +39,7 @@ class TextUnlabelledSettings:
     unlabelled: str
     text_field: str
     label_field: str
+    revision: int = TRANSFER_REVISION
 
 
 class TextTask(Task):
@@ -114,16 +116,26 @@ class TextTask(Task):
     def unlabelled_settings(self, options) -> TextUnlabelledSettings:
         return TextUnlabelledSettings(options.unlabelled, options.text_field, options.label_field)
 
+    def check_unlabelled(self, options, data) -> None:
+        from ..data.unlabelled import load_unlabelled_texts
+
+        if options.unlabelled is not None:
+            load_unlabelled_texts(options.unlabelled, options.text_field, options.label_field, data.spec.class_names)
+
     def prepare_unlabelled(self, run, settings: TextUnlabelledSettings, data, teacher):
         """Encoded by the data stage's tokenizer (fitted on the labelled training split) for the student, and by the
         teacher's own tokenizer for the teacher."""
+        from ..data.overlap import same_texts
+        from ..data.text import load_texts
         from ..data.tokenizer import WordTokenizer
         from ..data.unlabelled import load_unlabelled_texts
         from ..stages.transfer import TransferSet
 
         texts = load_unlabelled_texts(settings.unlabelled, settings.text_field, settings.label_field, data.spec.class_names)
         x = WordTokenizer.load(run.path(data.tokenizer_path)).encode(texts.texts)
-        return TransferSet(x, encode_for_teacher(run, teacher, texts.texts), texts.y, texts.source)
+        split_texts = load_texts(run.path(data.texts_path))
+        overlap = {s: same_texts(texts.texts, split_texts[s]) for s in ("train", "val", "test")}
+        return TransferSet(x, encode_for_teacher(run, teacher, texts.texts), texts.y, texts.source, overlap)
 
     # ---- students
     def student_constants(self) -> dict:

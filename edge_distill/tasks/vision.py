@@ -8,6 +8,7 @@ from pathlib import Path
 from ..bundle import BundleInput, pin, template
 from ..errors import ConfigError
 from ..stages.data import content_key, load_splits, write_npz, write_splits
+from ..stages.transfer import TRANSFER_REVISION
 from . import Task
 from .vision_teacher import VisionTeacherSettings, check_teacher_against_baseline, load_vision_teacher, make_vision_teacher, teacher_file
 
@@ -27,6 +28,7 @@ class VisionDataSettings:
 class VisionUnlabelledSettings:
     unlabelled: str
     skip_bad_images: bool
+    revision: int = TRANSFER_REVISION
 
 
 class VisionTask(Task):
@@ -91,14 +93,23 @@ class VisionTask(Task):
     def unlabelled_settings(self, options) -> VisionUnlabelledSettings:
         return VisionUnlabelledSettings(options.unlabelled, options.skip_bad_images)
 
+    def check_unlabelled(self, options, data) -> None:
+        from ..data.unlabelled import check_unlabelled_images
+
+        if options.unlabelled is not None:
+            check_unlabelled_images(options.unlabelled, data.spec)
+
     def prepare_unlabelled(self, run, settings: VisionUnlabelledSettings, data, teacher):
         """Brought to the labelled data's size, channels and pixel scale, normalized with its training split's statistics;
         the teacher reads the same normalized images (a teacher file's input contract applies on top, as for the splits)."""
+        from ..data.overlap import same_images
         from ..data.unlabelled import load_unlabelled_images
         from ..stages.transfer import TransferSet
 
         images = load_unlabelled_images(settings.unlabelled, data.spec, settings.skip_bad_images)
-        return TransferSet(images.x, images.x, images.y, images.source)
+        splits = load_splits(run, data)
+        overlap = {s: same_images(images.x, getattr(splits, f"x_{s}")) for s in ("train", "val", "test")}
+        return TransferSet(images.x, images.x, images.y, images.source, overlap)
 
     # ---- students
     def view_bank(self, run, settings, teacher, data, sizing, splits, cfg, loss):
