@@ -137,7 +137,7 @@ def load_npz(path: Path) -> RawDataset:
         raise DataError(f"Dataset {path} is empty (x has shape {x.shape}).", "Give at least a few dozen images per class.")
     if len(x) != len(y):
         raise DataError(f"Dataset {path} has {len(x)} images but {len(y)} labels.", "Give exactly one label per image.")
-    images = to_nchw(x, str(path))
+    images = to_nchw(x, f"Dataset {path}")
     if not np.all(np.isfinite(images)):
         raise DataError(f"Dataset {path}: x contains NaN or infinite values.", "Clean the images before building.")
     labels = y.astype(np.int64)
@@ -149,7 +149,8 @@ def load_npz(path: Path) -> RawDataset:
 
 
 def to_nchw(x: np.ndarray, origin: str) -> np.ndarray:
-    """Images as (N, C, H, W); the channel axis is found where a 1 or 3 sits (first after N, else last)."""
+    """Images as (N, C, H, W); the channel axis is found where a 1 or 3 sits (first after N, else last).  ``origin``
+    begins the error message ("Dataset data.npz", "--unlabelled pool.npz")."""
     if x.ndim == 3:
         return x[:, None, :, :]
     if x.ndim == 4:
@@ -161,9 +162,8 @@ def to_nchw(x: np.ndarray, origin: str) -> np.ndarray:
     if x.ndim == 2 and round(x.shape[1] ** 0.5) ** 2 == x.shape[1]:  # e.g. scikit-learn's digits.data: (N, 64)
         side = round(x.shape[1] ** 0.5)
         flat = f" Flattened square grey images are x.reshape(-1, {side}, {side})."
-    where = origin if origin.startswith("--") else f"Dataset {origin}"
     raise DataError(
-        f"{where}: images have shape {x.shape}; expected (N, H, W), (N, C, H, W) or (N, H, W, C) with C = 1 (grey) or 3 (RGB).",
+        f"{origin}: images have shape {x.shape}; expected (N, H, W), (N, C, H, W) or (N, H, W, C) with C = 1 (grey) or 3 (RGB).",
         "Reshape x accordingly (one image per row)." + flat,
     )
 
@@ -211,9 +211,9 @@ def load_folder(root: Path, size: tuple[int, int] | None = None, channels: int |
         check_same_classes(str(root), names, class_names)
         classes = [root / n for n in class_names]  # the training data's class order
         names = class_names
-    listed = sorted(f for folder in classes for f in folder.iterdir() if f.is_file())
-    readable = set(image_files(listed, root, f"Dataset folder {root}"))
-    files = [(label, f) for label, folder in enumerate(classes) for f in sorted(folder.iterdir()) if f in readable]
+    listed = [(label, f) for label, folder in enumerate(classes) for f in sorted(folder.iterdir()) if f.is_file()]
+    readable = set(image_files([f for _, f in listed], root, f"Dataset folder {root}"))
+    files = [(label, f) for label, f in listed if f in readable]
     if not files:
         raise DataError(f"Dataset folder {root} holds no images (looked for {', '.join(IMAGE_SUFFIXES)} in {len(classes)} class folders).", _LAYOUT_HINT)
     skipped: list[Path] = []

@@ -84,10 +84,10 @@ def leave_out_split_samples(transfer: TransferSet) -> tuple[TransferSet, dict[st
     held = np.zeros(len(transfer.y), bool)
     counts = {}
     for split in ("test", "val", "train"):  # a sample in two splits is counted under the first, the worse leak
-        mask = transfer.overlap.get(split)
-        if mask is not None and (mask & ~held).any():
-            counts[split] = int((mask & ~held).sum())
-            held |= mask
+        new = transfer.overlap.get(split, np.zeros_like(held)) & ~held
+        if new.any():
+            counts[split] = int(new.sum())
+            held |= new
     if not counts:
         return transfer, {}
     listing = "; ".join(f"{n:,} of {_SPLIT_WORDS[s]}" for s, n in counts.items())
