@@ -40,7 +40,7 @@ def main() -> None:
     import torch
 
     from edge_distill.bench import bench_model
-    from edge_distill.calibrate import median_p50s
+    from edge_distill.profiles.rates import median_p50s
     from edge_distill.convert import convert_student
     from edge_distill.data import DataSpec
     from edge_distill.models.students import STUDENT_FAMILIES, build_student, family_names

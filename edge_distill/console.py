@@ -68,12 +68,20 @@ class Console:
         self._log(message)
         self._print(message, sys.stdout)
 
-    def progress(self, items: Iterable[T], total: int | None = None, desc: str = "") -> Iterator[T]:
-        """Iterate with a progress bar on stderr (none when quiet); logs start and end to the log file."""
+    def progress(self, items: Iterable[T], total: int | None = None, desc: str = "", closing_line: bool = True) -> Iterator[T]:
+        """Iterate with a progress bar on stderr (none when quiet); logs start and end to the log file.
+
+        On a terminal the bar redraws in place.  Written to a file or a pipe (nohup, CI, ``| tee``) a bar would be
+        thousands of carriage-return fragments, so there it becomes one line when the loop ends (an epoch, a
+        calibration pass), and a line every ``HEARTBEAT_S`` seconds in between for a long one.  ``closing_line=False``
+        leaves the closing line to the caller (training prints its own line per epoch, with loss and accuracy).
+        """
         self._log(f"{desc}: started" + (f" ({total} steps)" if total is not None else ""))
         t0 = time.perf_counter()
         if self.quiet:
             yield from items
+        elif not _is_terminal(sys.stderr):
+            yield from self._lines(items, total, desc, t0, closing_line)
         else:
             from tqdm import tqdm
 
@@ -83,6 +91,28 @@ class Console:
             finally:
                 self._bars -= 1
         self._log(f"{desc}: done in {time.perf_counter() - t0:.1f} s")
+
+    def _lines(self, items: Iterable[T], total: int | None, desc: str, t0: float, closing_line: bool) -> Iterator[T]:
+        done, last = 0, t0
+        for item in items:
+            yield item
+            done += 1
+            now = time.perf_counter()
+            if now - last >= HEARTBEAT_S:
+                last = now
+                self._print(f"{desc}: {done}/{total if total is not None else '?'} ({now - t0:.0f} s)")
+        if closing_line:
+            self._print(f"{desc}: {done} steps in {time.perf_counter() - t0:.1f} s")
+
+
+HEARTBEAT_S = 60.0
+
+
+def _is_terminal(stream) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):  # a replaced or closed stream
+        return False
 
 
 _current = Console()

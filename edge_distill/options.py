@@ -75,7 +75,12 @@ class BuildOptions:
                                         "the archive's edge_distill.json, else normalized -- and the build stops if another scaling scores "
                                         "clearly better")
     # ---- the student and its distillation
-    student: str = option("auto", "student family: cnn, dscnn, vgg (images); textcnn, tiny-transformer (text); auto: cnn / tiny-transformer")
+    student: str = option("auto", "student family: cnn, dscnn, vgg, mobilenetv2, mobilenetv3, efficientnet-lite (images); textcnn, "
+                                  "tiny-transformer (text); auto: images of 96 px and more choose among every image family by the "
+                                  "profile's budgets, smaller images take cnn; text takes tiny-transformer")
+    device: str = option("auto", "where training, the teacher's logits and views and torch accuracies run: auto (a CUDA GPU when the "
+                                 "installed torch sees one, else the CPU), cpu, or cuda (refused without a GPU); conversion is always on "
+                                 "the CPU", choices=("auto", "cpu", "cuda"))
     student_epochs: int = option(30, "student training epochs (the KD student's and its no-KD baseline's)")
     kd_loss: str = option("logit", "KD loss: logit, fitnet (FitNets hint + logit), attention (attention transfer + logit), hidden (pooled "
                                    "hidden-state cosine + logit; images and text)")

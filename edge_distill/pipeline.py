@@ -90,11 +90,10 @@ def _start(options: BuildOptions) -> Build:
     console = Console(quiet=options.quiet, log_path=run.path("build.log"))
     set_console(console)
     console.info(f"edge-distill {__version__}: building for profile {profile.name!r} into {run.root}")
-    import torch
-
     from .bench import device_scoring, make_runner
+    from .distill.devices import select_training_device
 
-    torch.set_num_threads(os.cpu_count() or 1)
+    console.stage("device", select_training_device(options.device, os.cpu_count() or 1))  # --device cuda without a GPU stops here
     make_runner(options.runner)  # unknown runner, no emulator root, no device: fail before hours of training
     device_scoring.device_python(options.device_runtime)  # its venv, made once (pip): offline fails here, not after training
     console.stage("profile", f"{profile.name}: {profile.description}")
@@ -129,7 +128,7 @@ def _transfer(b: Build, data: DataResult, data_key: str, teacher: TeacherResult,
 def _size(b: Build, data: DataResult, data_key: str, teacher: TeacherResult, teacher_key: str):
     from .sizing import SizingResult
 
-    settings = size_stage.settings_from_options(b.options, b.task, teacher.params)  # a family's largest fit, or the teacher cut down
+    settings = size_stage.settings_from_options(b.options, b.task, teacher.params, data.spec)  # a family's largest fit, or the teacher cut down
     inputs = [data_key, b.profile_key, *([teacher_key] if settings.reads_teacher else [])]
     sizing, key = b.stages(settings.stage, settings, inputs, SizingResult, lambda: size_stage.size(b.run, b.task, settings, data, b.profile, teacher))
     b.console.stage("size", sizing.reason)

@@ -21,7 +21,8 @@ from torch import nn
 
 from .data.spec import DataSpec
 from .errors import SizingError
-from .models.students import STUDENT_FAMILIES, StudentConfig, build_student
+from .models.resize import BilinearResize
+from .models.students import STUDENT_FAMILIES, StudentConfig, auto_families, build_student
 from .profiles import DeviceProfile
 
 # What a .tflite file costs beyond one byte per int8 weight: int32 biases, per-channel scales, the
@@ -84,6 +85,9 @@ class ProxyTrial:
 
 
 _COUNTED = (nn.Conv2d, nn.Conv1d, nn.Linear, nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d)
+# Activations TFLite runs as operators of their own (ReLU and ReLU6 fuse into the convolution before them), and the
+# in-model resize of the mobile families: each is one op that writes its output.
+_ELEMENTWISE = (nn.Hardswish, nn.Hardsigmoid, BilinearResize)
 
 
 def example_input(model: nn.Module, spec: DataSpec) -> torch.Tensor:
@@ -94,14 +98,26 @@ def example_input(model: nn.Module, spec: DataSpec) -> torch.Tensor:
 
 
 def measure_cost(model: nn.Module, spec: DataSpec, profile: DeviceProfile) -> Cost:
+    """Count the model operator by operator, as TFLite will run it, by running one input through it.
+
+    The arena is the largest live set: an operator's input and output, plus every tensor a composite block keeps
+    alive while its inner operators run (a residual block's input, waiting for the ADD; a squeeze-and-excitation's
+    input, waiting for the MUL; models/mobile.py marks them with ``elementwise_op``).
+    """
     macs, arena, n_ops, channels, act_elems, dw_macs, positions = 0, 0, 0, 0, 0, 0, 0
+    pinned: list[int] = []  # elements kept alive by the composite blocks now running
+
+    def count_op(live: int, written: int) -> None:
+        nonlocal arena, n_ops, act_elems
+        n_ops += 1
+        act_elems += written
+        arena = max(arena, live + sum(pinned))  # int8: one byte per element
 
     def hook(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
-        nonlocal macs, arena, n_ops, channels, act_elems, dw_macs, positions
-        n_ops += 1
-        act_elems += output.numel()
-        live = inputs[0].numel() + output.numel()  # int8: one byte per element
-        arena = max(arena, live)
+        nonlocal macs, channels, dw_macs, positions
+        if isinstance(module, nn.AdaptiveAvgPool2d) and inputs[0].shape[-2:] == output.shape[-2:]:
+            return  # a mean over a 1x1 map (a squeeze-and-excitation at the last stage) is no op in the converted file
+        count_op(inputs[0].numel() + output.numel(), output.numel())
         if isinstance(module, nn.Conv2d):
             kh, kw = module.kernel_size
             conv_macs = output.numel() * (module.in_channels // module.groups) * kh * kw
@@ -110,6 +126,11 @@ def measure_cost(model: nn.Module, spec: DataSpec, profile: DeviceProfile) -> Co
                 dw_macs += conv_macs
             positions += output.numel() // module.out_channels
             channels += module.out_channels
+            if module.stride != (1, 1) and any(module.padding):
+                # onnx2tf writes a padded strided convolution as PAD + a VALID convolution (TensorFlow's SAME
+                # padding of a stride-2 conv is asymmetric): one more op, writing the padded input.
+                padded = inputs[0].shape[1] * (inputs[0].shape[2] + 2 * module.padding[0]) * (inputs[0].shape[3] + 2 * module.padding[1])
+                count_op(inputs[0].numel() + padded, padded)
         elif isinstance(module, nn.Conv1d):  # text convolutions over tokens
             macs += output.numel() * (module.in_channels // module.groups) * module.kernel_size[0]
             channels += module.out_channels
@@ -118,11 +139,28 @@ def measure_cost(model: nn.Module, spec: DataSpec, profile: DeviceProfile) -> Co
             macs += module.in_features * module.out_features * (output.numel() // module.out_features)
             channels += module.out_features
 
+    def elementwise_hook(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
+        count_op(inputs[0].numel() + output.numel(), output.numel())
+
+    def pin(module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
+        pinned.append(inputs[0].numel())
+
+    def composite_hook(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
+        pinned.pop()
+        # ADD: the block's input, its branch's output (the same size) and the sum; MUL: the input, the per-channel
+        # gate and the product.
+        second = output.numel() if module.elementwise_op == "add" else output.shape[1]
+        count_op(inputs[0].numel() + second + output.numel(), output.numel())
+
     def matmul_hook(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
         nonlocal macs
         macs += module.matmul_macs(inputs[0])  # attention's activation x activation products (models/text.py)
 
+    composites = [m for m in model.modules() if getattr(m, "elementwise_op", None)]
     handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, _COUNTED)]
+    handles += [m.register_forward_hook(elementwise_hook) for m in model.modules() if isinstance(m, _ELEMENTWISE)]
+    handles += [m.register_forward_pre_hook(pin) for m in composites]
+    handles += [m.register_forward_hook(composite_hook) for m in composites]
     handles += [m.register_forward_hook(matmul_hook) for m in model.modules() if hasattr(m, "matmul_macs")]
     try:
         with torch.no_grad():
@@ -150,27 +188,37 @@ def check_budgets(cost: Cost, profile: DeviceProfile, max_params: int) -> tuple[
     return tuple(f"{name} {value:,} > budget {limit:,}" for name, value, limit in checks if value > limit)
 
 
+AUTO = "auto"
+
+
 def choose_student(
     spec: DataSpec, profile: DeviceProfile, family: str, teacher_params: int, min_compression: float
 ) -> SizingResult:
-    """Highest-capacity candidate (most parameters, then most MACs) that meets every budget."""
+    """Highest-capacity candidate (most parameters, then most MACs) that meets every budget, from ``family``, or
+    with ``family="auto"`` from every family ``auto_families`` offers for this input."""
     max_params = min(profile.budget.max_params, int(teacher_params / min_compression))
+    families = auto_families(spec) if family == AUTO else (family,)
     candidates = []
-    for config in STUDENT_FAMILIES.get(family).candidates(spec):
+    for config in (c for name in families for c in STUDENT_FAMILIES.get(name).candidates(spec)):
         cost = measure_cost(build_student(config, spec), spec, profile)
         violations = check_budgets(cost, profile, max_params)
         candidates.append(Candidate(config, cost, not violations, violations))
+    if not candidates:  # a family with nothing to offer at this input size: its builder says why
+        family_obj = STUDENT_FAMILIES.get(families[0])
+        build_student(StudentConfig(families[0], family_obj.widths[0], family_obj.depths[0]), spec)
+        raise SizingError(f"Student family {family!r} has no candidates for input {spec.input_shape}.", "Pick another --student family.")
     fitting = [c for c in candidates if c.fits]
     if not fitting:
         smallest = min(candidates, key=lambda c: c.cost.params)
         raise SizingError(
-            f"No {family} student fits profile {profile.name!r}: even the smallest, {smallest.config.label()}, "
+            f"No {' / '.join(families)} student fits profile {profile.name!r}: even the smallest, {smallest.config.label()}, "
             f"breaks {'; '.join(smallest.violations)}.",
             "Raise the profile's budgets (edit a copy of its TOML), lower --min-compression, or pick another --student family.",
         )
     best = max(fitting, key=_capacity)
+    searched = f" of families {', '.join(families)}" if len(families) > 1 else ""
     reason = (
-        f"{best.config.label()} is the largest of {len(fitting)}/{len(candidates)} candidates that fit {profile.name}'s budgets "
+        f"{best.config.label()} is the largest of {len(fitting)}/{len(candidates)} candidates{searched} that fit {profile.name}'s budgets "
         f"(params ≤ {max_params:,}, model ≤ {profile.budget.model_bytes:,} B, arena ≤ {profile.budget.arena_bytes:,} B, "
         f"est. latency ≤ {profile.budget.latency_ms} ms)."
     )

@@ -14,6 +14,12 @@ from edge_distill.profiles import builtin_names, load_profile
 from edge_distill.sizing import choose_student, measure_cost
 
 SPEC = DataSpec("digits", "vision", (1, 8, 8), 10, tuple("0123456789"), 16.0, 0.3, 0.37, "test")
+# The mobile families take images of 32 px and more (models/mobile.py); they are sized on small photos.
+PHOTO = DataSpec("photos", "vision", (1, 64, 64), 2, ("ok", "defect"), 255.0, 0.5, 0.25, "test")
+
+
+def spec_for(family: str) -> DataSpec:
+    return SPEC if STUDENT_FAMILIES.get(family).candidates(SPEC) else PHOTO
 
 
 def test_macs_are_counted_from_the_layers():
@@ -30,9 +36,10 @@ def test_macs_are_counted_from_the_layers():
 @pytest.mark.parametrize("profile", builtin_names())
 def test_every_profile_gets_a_student_within_its_budgets(family, profile):
     prof = load_profile(profile)
-    result = choose_student(SPEC, prof, family, teacher_params=100_000, min_compression=4)
+    teacher_params = 100_000 if spec_for(family) is SPEC else 2_000_000  # a mobile student needs a photo-sized teacher
+    result = choose_student(spec_for(family), prof, family, teacher_params=teacher_params, min_compression=4)
     cost = result.cost
-    assert cost.params <= min(prof.budget.max_params, 25_000)
+    assert cost.params <= min(prof.budget.max_params, teacher_params // 4)
     assert cost.model_bytes <= prof.budget.model_bytes
     assert cost.arena_bytes <= prof.budget.arena_bytes
     assert cost.latency_ms <= prof.budget.latency_ms
@@ -41,9 +48,12 @@ def test_every_profile_gets_a_student_within_its_budgets(family, profile):
 
 @pytest.mark.parametrize("family", family_names("vision"))
 def test_candidates_build_and_run(family):
-    for config in STUDENT_FAMILIES.get(family).candidates(SPEC):
-        out = build_student(config, SPEC)(torch.zeros(2, 1, 8, 8))
-        assert out.shape == (2, 10)
+    spec = spec_for(family)
+    candidates = STUDENT_FAMILIES.get(family).candidates(spec)
+    assert candidates
+    for config in candidates:
+        out = build_student(config, spec)(torch.zeros(2, *spec.input_shape))
+        assert out.shape == (2, spec.num_classes)
 
 
 def test_nothing_fits_names_the_smallest_candidate_and_the_budget():

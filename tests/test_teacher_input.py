@@ -23,6 +23,7 @@ from edge_distill.models.teacher_input import (
     candidate_contracts,
     contract_from_metadata,
     parse_teacher_input,
+    size_candidates,
     vet_teacher_input,
 )
 from edge_distill.verify import Scored, build_ledger, check_against_nokd, choose_shipped_student
@@ -91,14 +92,43 @@ def teachers(digits, tmp_path_factory):
 
 
 def test_contract_syntax_round_trips_and_bad_values_name_the_syntax():
-    for text in ("normalized", "unit", "raw,nhwc", "mean=0.485/0.456/0.406,std=0.229/0.224/0.225", "mean=0.5,std=0.25,nhwc"):
+    for text in ("normalized", "unit", "raw,nhwc", "mean=0.485/0.456/0.406,std=0.229/0.224/0.225", "mean=0.5,std=0.25,nhwc",
+                 "unit,size=128", "mean=0.5,std=0.25,nhwc,size=160x128"):
         assert parse_teacher_input(parse_teacher_input(text).text()) == parse_teacher_input(text)
     assert parse_teacher_input("UNIT, NHWC") == TeacherInput("unit", layout="nhwc")
     for bad, words in (("unit,raw", "two scalings"), ("mean=0.5", "both mean= and std="), ("mean=a,std=1", "numbers"),
-                       ("bgr", "not understood"), ("mean=0.5,std=0", "> 0")):
+                       ("bgr", "not understood"), ("mean=0.5,std=0", "> 0"), ("unit,size=big", "size=big")):
         with pytest.raises(ConfigError, match=words) as err:
             parse_teacher_input(bad)
-        assert "normalized | unit | raw" in err.value.hint or "std" in err.value.hint
+        assert "normalized | unit | raw" in err.value.hint or "std" in err.value.hint or "size=128" in err.value.hint
+    assert parse_teacher_input("unit,size=160x128").size == (128, 160)  # width x height, as --image-size
+
+
+def test_a_teacher_trained_at_another_size_is_fed_that_size_and_the_folder_is_prepared_at_it(digits, tmp_path):
+    """A fixed-size teacher (a linear layer over 16x16 pixels) loads only with its size declared; the adapter resizes
+    the build's 8x8 images for it, and an image folder built with it is prepared at 16 px without --image-size."""
+    from edge_distill.options import BuildOptions
+    from edge_distill.tasks.vision import declared_teacher_size
+
+    spec, splits, _ = digits
+    torch.manual_seed(0)
+    fixed = torch.jit.script(nn.Sequential(nn.Flatten(), nn.Linear(16 * 16, spec.num_classes)).eval())
+    path = tmp_path / "t16.pt"
+    torch.jit.save(fixed, str(path), _extra_files={"edge_distill.json": json.dumps({"input": "normalized,size=16"})})
+    with pytest.raises(TeacherError, match="fails on an input") as err:
+        load_teacher_file(path, spec)
+    assert "size=128" in err.value.hint
+    contract = contract_from_metadata(path)
+    assert contract.size == (16, 16)
+    model = load_teacher_file(path, spec, contract=contract)
+    x = torch.from_numpy(splits.x_val[:4])
+    up = torch.nn.functional.interpolate(x, size=(16, 16), mode="bilinear", align_corners=False)
+    np.testing.assert_allclose(model(x).detach().numpy(), fixed(up).detach().numpy(), atol=1e-5)
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    assert declared_teacher_size(BuildOptions(data=str(folder), teacher=str(path))) == (16, 16)
+    assert declared_teacher_size(BuildOptions(data=str(folder), teacher=str(path), teacher_input="unit,size=32x24")) == (24, 32)
+    assert declared_teacher_size(BuildOptions(data="digits", teacher=str(path))) is None  # arrays keep their size
 
 
 def test_the_adapter_feeds_each_contract_exactly_its_pixels(digits):
@@ -147,6 +177,13 @@ def test_vetting_rules():
     vet_teacher_input((bad, good), "--teacher-input", 0.1, "t.pt")  # declared: the user's word stands (the baseline check remains)
     with pytest.raises(TeacherError, match="most frequent class"):
         vet_teacher_input((InputCandidate("unit", "u", 0.12), InputCandidate("raw", "r", 0.11)), "--teacher-input", 0.10, "t.pt")
+    # Declared scaling, but far better on the images resized: the size is named, even for a declared contract.
+    at_128 = InputCandidate("unit,size=128x128", "u at 128", 0.89)
+    with pytest.raises(TeacherError, match="trained at another size") as err:
+        vet_teacher_input((InputCandidate("unit", "u", 0.726), InputCandidate("raw", "r", 0.70), at_128), "--teacher-input", 0.685, "t.pt")
+    assert "--teacher-input unit,size=128x128" in err.value.hint and "--image-size out" in err.value.hint
+    sizes = [c.size for c in size_candidates(TeacherInput("unit"), (128, 128))]
+    assert (128, 128) not in sizes and (224, 224) in sizes and size_candidates(TeacherInput("unit", size=(96, 96)), (64, 64)) == []
 
 
 def test_undeclared_unit_teacher_stops_the_build_and_the_flag_fixes_it(teachers, tmp_path, capsys):

@@ -120,3 +120,47 @@ def test_keep_last_returns_the_last_epoch_even_when_validation_prefers_an_earlie
         assert returned_is_last == keep_last
     assert results[False].best_epoch < 3  # the control: without keep_last an earlier epoch wins
     assert results[True].best_epoch == 3 and results[True].best_val_accuracy == results[True].history[-1].val_accuracy
+
+
+def test_training_written_to_a_file_is_one_line_per_epoch_not_a_bar_per_batch(setup, tmp_path, capsys):
+    """Under nohup or a pipe a tqdm bar is thousands of carriage-return fragments; there an epoch is one line."""
+    spec, s, _ = setup
+    x_train, y_train, x_val, y_val = s.x_train[:512], s.y_train[:512], s.x_val, s.y_val
+    set_console(Console(quiet=False))  # pytest's captured stderr is not a terminal, as a log file is not
+    try:
+        model = build_student(StudentConfig("cnn", 8, 2), spec)
+        train(model, x_train, y_train, x_val, y_val, TrainConfig(epochs=3, batch_size=32), KDConfig(loss="ce"), None,
+              tmp_path / "ck.pt", "student")
+    finally:
+        set_console(Console(quiet=True))
+    err = capsys.readouterr().err
+    assert "\r" not in err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 3 and all(line.startswith(f"student epoch {i + 1}/3: loss") for i, line in enumerate(lines)), lines
+
+
+def test_device_auto_is_the_cpu_here_and_cuda_without_a_gpu_is_refused_with_the_fix(setup, tmp_path):
+    from edge_distill.distill.devices import resolve_device, select_training_device
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU: auto is cuda here (checked on GPU runners)")
+    assert resolve_device("auto") == torch.device("cpu") and resolve_device("cpu") == torch.device("cpu")
+    with pytest.raises(ConfigError) as err:
+        resolve_device("cuda")
+    assert "sees no CUDA GPU" in err.value.message and torch.__version__ in err.value.message and "--device" in err.value.hint
+    assert select_training_device("auto", 2) == f"cpu (torch {torch.__version__}), 2 threads"
+    spec, s, _ = setup
+    result = train(build_student(StudentConfig("cnn", 8, 2), spec), s.x_train[:256], s.y_train[:256], s.x_val, s.y_val,
+                   TrainConfig(epochs=1), KDConfig(loss="ce"), None, tmp_path / "ck.pt", "student")
+    assert result.device == f"cpu (torch {torch.__version__})"
+
+
+def test_build_with_device_cuda_on_a_cpu_torch_stops_before_training(tmp_path, capsys):
+    from edge_distill.cli import main
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    code = main(["build", "--profile", "rpi4", "--device", "cuda", "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert code != 0 and "sees no CUDA GPU" in err and "Traceback" not in err
+    assert not (tmp_path / "run" / "teacher").exists()

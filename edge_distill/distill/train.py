@@ -26,6 +26,7 @@ from torch import nn
 from ..console import get_console
 from ..errors import ConfigError
 from . import procgroup
+from .devices import describe, training_device
 from .augment import augment
 from .features import capture_features, feature_channels
 from .layout import channels_last_input, memory_format_of, set_memory_format
@@ -76,6 +77,7 @@ class TrainResult:
     best_val_accuracy: float
     history: tuple[EpochLog, ...]
     seconds: float
+    device: str = ""  # where it trained (devices.describe), with the rank count under DDP; "" in results made before --device
 
 
 def accuracy(model: nn.Module, x: np.ndarray, y: np.ndarray, batch_size: int | None = None) -> float:
@@ -90,7 +92,11 @@ IMAGE_BATCH = 128
 @torch.no_grad()
 def predict_logits(model: nn.Module, x: np.ndarray, batch_size: int | None = None) -> np.ndarray:
     model.eval()
-    dev = _device_of(model)
+    home = _device_of(model)
+    # A CPU-held model runs on the build's device (--device) for the call and goes back; one already placed (a DDP
+    # rank's) stays where it is.
+    dev = training_device() if home.type == "cpu" else home
+    model.to(dev)
     images = x.ndim == 4
     batch_size = batch_size or (IMAGE_BATCH if images else 512)
     order = length_order(model, x)
@@ -103,6 +109,7 @@ def predict_logits(model: nn.Module, x: np.ndarray, batch_size: int | None = Non
     finally:
         if layout is not None:
             set_memory_format(layout, model)  # the caller's layout back (train() keeps its model channels-last)
+        model.to(home)
     if not outs:  # an empty shard of a distributed evaluation
         return np.zeros((0, 0), np.float32)
     logits = np.concatenate(outs).astype(np.float32)
@@ -152,6 +159,10 @@ def train(
     console = get_console()
     world = _training_world(distributed)
     rank = world.rank if world else 0
+    if world is None:  # one process: the build's --device (DDP ranks come with their model on their own device)
+        model.to(training_device())
+        if teacher is not None:
+            teacher.to(training_device())
     dev = _device_of(model)
     extra = _loss_module(loss_spec, model, teacher, views, x_train, dev)
     optimizer, scheduler = _optimizer(model, extra, cfg, len(x_train))
@@ -191,7 +202,12 @@ def train(
     if images:
         set_memory_format(torch.contiguous_format, model, extra, teacher)
     model.eval()
-    return TrainResult(best_epoch, best_acc, tuple(history), round(elapsed, 3))
+    where = describe(dev) + (f" x {world.size} ranks" if world is not None else "")
+    if world is None:  # back on the CPU, where export, conversion and the caller's state dicts expect it
+        model.cpu()
+        if teacher is not None:
+            teacher.cpu()
+    return TrainResult(best_epoch, best_acc, tuple(history), round(elapsed, 3), where)
 
 
 @dataclass(frozen=True)
@@ -315,7 +331,8 @@ def _train_epoch(s: _Steps, epoch: int, order: torch.Tensor, console, desc: str)
     chosen = draw_views(s.views, s.cfg.seed, epoch).numpy() if s.views is not None else None
     sums = {"loss": 0.0, "ce": 0.0, "kd": 0.0, "feat": 0.0}
     batches = range(0, len(order), s.cfg.batch_size)
-    for start in console.progress(batches, total=len(batches), desc=f"{desc} epoch {epoch + 1}/{s.cfg.epochs}"):
+    for start in console.progress(batches, total=len(batches), desc=f"{desc} epoch {epoch + 1}/{s.cfg.epochs}",
+                                  closing_line=False):  # the epoch's own line (loss, val acc) follows
         batch = order[start : start + s.cfg.batch_size]
         idx = procgroup.batch_share(batch, rank, size) if s.world is not None else batch
         n_mine = len(idx)

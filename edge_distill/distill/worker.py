@@ -84,7 +84,7 @@ class _RelayConsole(Console):
     def warn(self, message: str) -> None:
         print(ddp.RELAY + "WARNING: " + message, flush=True)
 
-    def progress(self, items, total=None, desc=""):  # bars would garble the parent's line-based relay
+    def progress(self, items, total=None, desc="", closing_line=True):  # bars would garble the parent's line-based relay
         yield from items
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..errors import ConfigError
+from .archs import MOBILE_FAMILIES
 
 PRUNED_FAMILY = "pruned"  # --init prune: the teacher's conv chain with fewer channels (models/pruned_arch.py)
 
@@ -36,5 +37,7 @@ class StudentConfig:
         if self.family == PRUNED_FAMILY:
             return f"{PRUNED_FAMILY}({'-'.join(map(str, self.layers))})"
         res = f", resolution={self.resolution}" if self.resolution else ""
+        if self.family in MOBILE_FAMILIES:  # width and depth are percentages of the reference network
+            return f"{self.family}(width={self.width / 100:g}x, depth={self.depth / 100:g}x{res})"
         text = f", seq_len={self.seq_len}, vocab={self.vocab}" if self.seq_len else ""
         return f"{self.family}(width={self.width}, depth={self.depth}{res}{text})"

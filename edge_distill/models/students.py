@@ -11,14 +11,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-import torch
 from torch import nn
 
 from ..data.spec import DataSpec
 from ..errors import ConfigError
 from ..registry import Registry
 from .cnn import ConvClassifier
+from .mobile import build_mobile, mobile_resolutions
 from .pruned_arch import PrunedArch, build_pruned
+from .resize import AveragingDownsample
 from .student_config import PRUNED_FAMILY, StudentConfig
 from .text import TEXT_FAMILIES, TextStudentFamily
 
@@ -31,11 +32,16 @@ class StudentFamily:
     depths: tuple[int, ...]  # candidate stage counts
     description: str
     task: str = "vision"  # the data it takes: "vision" here, "text" for the families in models/text.py
+    # The resolutions the search tries for an input (0 = the full image); None: the full image and, from 16 px, half of it.
+    resolutions: Callable[[DataSpec], tuple[int, ...]] | None = None
 
     def candidates(self, spec: DataSpec) -> list[StudentConfig]:
-        side = spec.input_shape[1]
-        # Halving the resolution only pays where there is resolution to spare (≥ 16 px).
-        resolutions = (0, side // 2) if side >= 16 else (0,)
+        if self.resolutions is not None:
+            resolutions = self.resolutions(spec)
+        else:
+            side = spec.input_shape[1]
+            # Halving the resolution only pays where there is resolution to spare (≥ 16 px).
+            resolutions = (0, side // 2) if side >= 16 else (0,)
         return [StudentConfig(self.name, w, d, r) for r in resolutions for d in self.depths for w in self.widths]
 
 
@@ -56,23 +62,6 @@ def _with_resolution(model: ConvClassifier, config: StudentConfig, spec: DataSpe
             f"Use a divisor of {side}, or 0 for the full image.",
         )
     return nn.Sequential(AveragingDownsample(spec.input_shape[0], side // config.resolution), model)
-
-
-class AveragingDownsample(nn.Conv2d):
-    """A k x k average pool written as a fixed (untrained) depthwise convolution with weights 1/k².
-
-    The same arithmetic as ``nn.AvgPool2d(k)``, but it exports as CONV_2D/DEPTHWISE_CONV_2D: measured on the
-    x86 build host (LiteRT 2.1, 2 threads), a 28x28 → 14x14 student ran its full-INT8 file in 0.0174 ms with
-    int8 AVERAGE_POOL_2D in front and 0.0115 ms with this convolution — the pooling op cost more than the
-    whole rest of the network.
-    """
-
-    def __init__(self, channels: int, k: int) -> None:
-        super().__init__(channels, channels, k, stride=k, groups=channels, bias=False)
-        # A buffer, not a parameter: nothing to train, and the student's capacity (its parameter count,
-        # which ranks sizing candidates) stays that of the network behind it.
-        del self.weight
-        self.register_buffer("weight", torch.full((channels, 1, k, k), 1.0 / (k * k)))
 
 
 def _build_cnn(config: StudentConfig, spec: DataSpec) -> nn.Module:
@@ -113,6 +102,16 @@ STUDENT_FAMILIES.register("vgg")(
         description="one-conv stem, then pooled stages of two 3x3 convs (VGG-style; more depth per MAC)",
     )
 )
+for _name, _description in (
+    ("mobilenetv2", "MobileNetV2: inverted residuals, linear bottlenecks, ReLU6"),
+    ("mobilenetv3", "MobileNetV3-Small: inverted residuals with squeeze-and-excitation, hardswish"),
+    ("efficientnet-lite", "EfficientNet-Lite0: EfficientNet-B0's blocks without squeeze-and-excitation, ReLU6"),
+):
+    # width and depth in percent of the reference network (width multiplier 0.25-1.0, a share of each stage's blocks)
+    STUDENT_FAMILIES.register(_name)(
+        StudentFamily(_name, build_mobile, widths=(25, 35, 50, 75, 100), depths=(50, 75, 100), description=_description,
+                      resolutions=mobile_resolutions)
+    )
 # Registered here, not in text.py, so that this registry is complete wherever it is imported from.
 for _family in TEXT_FAMILIES:
     STUDENT_FAMILIES.register(_family.name)(_family)
@@ -122,6 +121,18 @@ def build_student(config: StudentConfig, spec: DataSpec) -> nn.Module:
     if config.family == PRUNED_FAMILY:  # not a family the sizing search picks from: its layers come from the pruner
         return build_pruned(PrunedArch(config.layers, config.dropout), spec)
     return STUDENT_FAMILIES.get(config.family).build(config, spec)
+
+
+# From this image height up, --student auto searches every image family (the photo scale the mobile families are
+# made for); below it, the plain cnn family alone, as builds on small images always have.
+AUTO_ALL_FAMILIES_SIDE = 96
+
+
+def auto_families(spec: DataSpec) -> tuple[str, ...]:
+    """The families --student auto chooses among for this image input."""
+    if spec.input_shape[1] >= AUTO_ALL_FAMILIES_SIDE:
+        return tuple(n for n in family_names("vision") if STUDENT_FAMILIES.get(n).candidates(spec))
+    return ("cnn",)
 
 
 def family_names(task: str) -> list[str]:

@@ -153,7 +153,7 @@ def check_teacher(model: nn.Module, spec: DataSpec, origin: str) -> None:
         raise TeacherError(
             f"Teacher {origin} fails on an input of shape (batch, {', '.join(map(str, spec.input_shape))}): {exc}".split("\n")[0],
             f"The teacher must take float32 images of shape {spec.input_shape} (NCHW) for dataset {spec.name!r}; a teacher that "
-            "takes NHWC says so with --teacher-input (e.g. unit,nhwc).",
+            "takes NHWC, or was trained at another image size, says so with --teacher-input (e.g. unit,nhwc or unit,size=128).",
         ) from None
     if not isinstance(out, torch.Tensor) or tuple(out.shape) != (2, spec.num_classes):
         shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
@@ -173,7 +173,8 @@ def adapt_teacher(model: nn.Module, contract: TeacherInput, pixel_scale: float, 
 
 
 class InputAdapter(nn.Module):
-    """Undoes the build's normalization, applies the teacher's own, then its layout: one multiply-add per channel.
+    """Resizes to the teacher's own image size (when its contract has one), undoes the build's normalization, applies
+    the teacher's own, then its layout: one multiply-add per channel.
 
     The teacher's ``features`` (for FitNets / attention KD) are found through ``self.model`` like any wrapper's.
     """
@@ -182,6 +183,8 @@ class InputAdapter(nn.Module):
         super().__init__()
         self.model = model
         self.nhwc = contract.layout == "nhwc"
+        # The teacher's own image size, 0 x 0 = the build's (two ints, so a TorchScript teacher's adapter scripts too).
+        self.height, self.width = contract.size or (0, 0)
         # x_build = (p / pixel_scale - mean) / std, so unit = x_build * std + mean; the teacher reads a * unit + b.
         if contract.scale == "normalized":
             a, b = [1.0 / std], [-mean / std]
@@ -202,6 +205,9 @@ class InputAdapter(nn.Module):
                              persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.height and (x.shape[-2] != self.height or x.shape[-1] != self.width):
+            # The teacher sees images at the size it was trained at, whatever size the students compute at.
+            x = nn.functional.interpolate(x, size=[self.height, self.width], mode="bilinear", align_corners=False)
         x = x * self.gain + self.offset
         if self.nhwc:
             x = x.permute(0, 2, 3, 1)

@@ -15,6 +15,8 @@ The contract's text form (the flag's value and the metadata's ``"input"`` field)
     mean=M,std=S          (p / pixel_scale - M) / S; M and S one value, or one per channel joined by '/'
                           (ImageNet: mean=0.485/0.456/0.406,std=0.229/0.224/0.225)
     nchw | nhwc           the layout the teacher takes (default nchw); e.g. ``unit,nhwc``
+    size=N | size=WxH     the image size the teacher was trained at (width x height); the adapter resizes the build's
+                          images to it (bilinear), and without --image-size an image folder is prepared at it
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ METADATA_FILE = "edge_distill.json"  # torch.jit.save(..., _extra_files={...}) /
 SCALES = ("normalized", "unit", "raw", "custom")
 LAYOUTS = ("nchw", "nhwc")
 _SYNTAX = ("normalized | unit | raw | mean=M,std=S (per channel: mean=0.485/0.456/0.406,std=0.229/0.224/0.225), "
-           "optionally followed by ,nhwc or ,nchw")
+           "optionally followed by ,nhwc or ,nchw and ,size=N or ,size=WxH (the size it was trained at)")
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,7 @@ class TeacherInput:
     mean: tuple[float, ...] = ()  # only for scale "custom", on the [0, 1] pixel scale
     std: tuple[float, ...] = ()
     layout: str = "nchw"
+    size: tuple[int, int] = ()  # (height, width) the teacher was trained at; () = the build's image size
 
     def __post_init__(self) -> None:
         if self.scale not in SCALES:
@@ -49,6 +52,8 @@ class TeacherInput:
             raise ConfigError("A custom teacher input needs both mean= and std= (and only it takes them).", f"Use {_SYNTAX}.")
         if any(s <= 0 for s in self.std):
             raise ConfigError(f"Teacher input std {self.std} must be > 0.", "std divides the pixels; e.g. std=0.229/0.224/0.225.")
+        if self.size and (len(self.size) != 2 or min(self.size) < 1):
+            raise ConfigError(f"Teacher input size {self.size} must be (height, width) in pixels.", f"Use {_SYNTAX}.")
 
     def text(self) -> str:
         """The canonical text form, which ``parse_teacher_input`` reads back."""
@@ -56,7 +61,8 @@ class TeacherInput:
             scale = f"mean={'/'.join(f'{v:g}' for v in self.mean)},std={'/'.join(f'{v:g}' for v in self.std)}"
         else:
             scale = self.scale
-        return scale if self.layout == "nchw" else f"{scale},{self.layout}"
+        text = scale if self.layout == "nchw" else f"{scale},{self.layout}"
+        return text + (f",size={self.size[1]}x{self.size[0]}" if self.size else "")
 
     def describe(self, pixel_scale: float) -> str:
         what = {
@@ -66,15 +72,18 @@ class TeacherInput:
             "custom": f"(p / {pixel_scale:g} - mean) / std with mean {'/'.join(f'{v:g}' for v in self.mean)}, "
                       f"std {'/'.join(f'{v:g}' for v in self.std)}",
         }[self.scale]
-        return f"{what}, {self.layout.upper()}"
+        at = f", resized to {self.size[1]}x{self.size[0]}" if self.size else ""
+        return f"{what}, {self.layout.upper()}{at}"
 
 
 def parse_teacher_input(text: str) -> TeacherInput:
     """``unit,nhwc`` → TeacherInput; a malformed value is a ConfigError that shows the syntax."""
-    scale, mean, std, layout = "", (), (), "nchw"
+    scale, mean, std, layout, size = "", (), (), "nchw", ()
     for item in (part.strip().lower() for part in str(text).split(",") if part.strip()):
         if item in LAYOUTS:
             layout = item
+        elif item.startswith("size="):
+            size = _size(item[5:], text)
         elif item in ("normalized", "unit", "raw"):
             scale = _once(scale, item, text)
         elif item.startswith(("mean=", "std=")):
@@ -90,7 +99,18 @@ def parse_teacher_input(text: str) -> TeacherInput:
             scale = "custom"
         else:
             raise ConfigError(f"--teacher-input {text!r}: {item!r} is not understood.", f"Use {_SYNTAX}.")
-    return TeacherInput(scale or "normalized", mean, std, layout)
+    return TeacherInput(scale or "normalized", mean, std, layout, size)
+
+
+def _size(value: str, text: str) -> tuple[int, int]:
+    """``128`` or ``160x128`` (width x height, as --image-size) → (height, width)."""
+    from ..export.imageprep import parse_size
+
+    try:
+        return parse_size(value)
+    except ValueError:
+        raise ConfigError(f"--teacher-input {text!r}: size={value} is not N or WxH in pixels.",
+                          "E.g. size=128 (128x128) or size=160x128 (160 wide, 128 high): the size the teacher was trained at.") from None
 
 
 def _once(current: str, new: str, text: str) -> str:
@@ -131,6 +151,19 @@ def candidate_contracts(channels: int) -> list[TeacherInput]:
     return [TeacherInput(s.scale, s.mean, s.std, layout) for layout in LAYOUTS for s in scales]
 
 
+# The sizes image teachers are most often trained at (ImageNet fine-tuning at 96-224 px).
+TRAINING_SIDES = (96, 128, 160, 224)
+
+
+def size_candidates(contract: TeacherInput, build_hw: tuple[int, int]) -> list[TeacherInput]:
+    """``contract`` at the usual training sizes other than the build's, when it does not state a size itself: a teacher
+    fine-tuned at 128 px and fed 64-px images scores far below itself with no error, like a wrong scaling."""
+    if contract.size:
+        return []
+    return [TeacherInput(contract.scale, contract.mean, contract.std, contract.layout, (side, side))
+            for side in TRAINING_SIDES if (side, side) != tuple(build_hw)]
+
+
 @dataclass(frozen=True)
 class InputCandidate:
     """A teacher file's validation accuracy when fed one input scaling (``None`` when it could not run on it)."""
@@ -152,13 +185,23 @@ FLOOR_MARGIN = 0.05
 def vet_teacher_input(scored: tuple[InputCandidate, ...], source: str, majority_share: float, origin: str) -> None:
     """Stop a build whose teacher file reads the wrong input.  ``scored[0]`` is the contract in use.
 
-    Raises when the contract was not declared (``source == "default"``) and another scaling does clearly better,
-    or when the teacher is at the trivial floor under the contract in use; the error lists every scaling tried.
+    Raises when the images resized to another size do clearly better (a teacher trained at another size, whatever its
+    contract's scaling), when the contract was not declared (``source == "default"``) and another scaling does clearly
+    better, or when the teacher is at the trivial floor under the contract in use; the error lists every input tried.
     """
     used = scored[0]
     runnable = [c for c in scored if c.val_accuracy is not None]
     best = max(runnable, key=lambda c: c.val_accuracy) if runnable else used
     table = format_candidates(scored)
+    resized = best is not used and best.contract.startswith(used.contract + ",size=")
+    if resized and used.val_accuracy is not None and best.val_accuracy - used.val_accuracy > UNDECLARED_MARGIN:
+        size = best.contract.rpartition("size=")[2]
+        raise TeacherError(
+            f"Teacher {origin} scores {_pct(used.val_accuracy)} on the validation split at the build's image size, but "
+            f"{_pct(best.val_accuracy)} with the images resized to {size}: it was trained at another size.\n{table}",
+            f"Pass --teacher-input {best.contract} (and leave --image-size out, so the images are prepared at {size}), or store "
+            f'{{"input": "{best.contract}"}} as {METADATA_FILE} in the archive.',
+        )
     if source == "default" and best is not used and best.val_accuracy - used.val_accuracy > UNDECLARED_MARGIN:
         raise TeacherError(
             f"Teacher {origin} scores {_pct(used.val_accuracy)} on the validation split when fed {used.description}, but "

@@ -446,14 +446,14 @@ def _training(r: Report) -> str | None:
                         (f"student, pseudo-labels: {get(r, 'students.pseudo.label', '')}", "students.pseudo")):
         if isinstance(get(r, path), dict):
             rows.append([label, num(get(r, f"{path}.params")), pct(get(r, f"{path}.val_accuracy")), pct(get(r, f"{path}.test_accuracy")),
-                         get(r, f"{path}.train.best_epoch", "–"), num(get(r, f"{path}.train.seconds"))])
+                         get(r, f"{path}.train.best_epoch", "–"), num(get(r, f"{path}.train.seconds")), e(get(r, f"{path}.train.device") or "not recorded")])
     if not series and not rows:
         return None
     chart = svg.lines(series, title="Validation accuracy per epoch", x_label="epoch", y_label="validation accuracy (%)") if series else ""
     opts = get(r, "options", {}) or {}
     kd = f"KD: {e(opts.get('kd_loss'))} loss, T={e(opts.get('temperature'))}, α={e(opts.get('alpha'))}. " if opts else ""
-    return (chart + where(f"host training on the validation split (model kept from the best epoch). {kd}")
-            + table(["model", "params", "val accuracy", "test accuracy", "best epoch", "training s"], rows) + _teacher_input(r))
+    return (chart + where(f"training on this build's machine (the device of each row), scored on the validation split (model kept from the best epoch). {kd}")
+            + table(["model", "params", "val accuracy", "test accuracy", "best epoch", "training s", "trained on"], rows) + _teacher_input(r))
 
 
 @section("stages", "Stage times", "stage_times")

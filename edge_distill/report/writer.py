@@ -487,7 +487,16 @@ def _models_md(r: dict[str, Any]) -> list[str]:
             ],
         ),
         "",
+        f"Trained on: {_trained_on(r)}.",
+        "",
     ]
+
+
+def _trained_on(r: dict[str, Any]) -> str:
+    """The device(s) the students (and a built-in teacher) trained on, from their results (devices.describe)."""
+    trains = [r["students"][arm].get("train") for arm in ("baseline", "kd") if isinstance(r["students"].get(arm), dict)]
+    trains.append(r["teacher"].get("train"))
+    return ", ".join(sorted({t.get("device") or "not recorded" for t in trains if isinstance(t, dict)})) or "not recorded"
 
 
 def _scratch_kd_row(scratch: dict[str, Any] | None, options: dict[str, Any]) -> list[list[str]]:

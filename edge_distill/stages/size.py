@@ -27,12 +27,17 @@ class SizeSettings:
         return cls(family, teacher_params, options.min_compression, options.search, options.proxy_top_k, options.proxy_epochs, options.seed)
 
 
-def settings_from_options(options, task, teacher_params: int) -> SizeSettings | PruneSettings:
+def settings_from_options(options, task, teacher_params: int, spec) -> SizeSettings | PruneSettings:
     if options.init == "prune":
         return PruneSettings.from_options(options, teacher_params)
+    from ..models.students import auto_families
+    from ..sizing import AUTO
     from ..tasks import resolve_student
 
-    return SizeSettings.from_options(options, resolve_student(options.student, task), teacher_params)
+    family = resolve_student(options.student, task)
+    if family == AUTO and len(auto_families(spec)) == 1:
+        family = auto_families(spec)[0]  # one family to search (cnn on small images): the stage key names it, as it always has
+    return SizeSettings.from_options(options, family, teacher_params)
 
 
 def size(run: RunDir, task, settings: SizeSettings | PruneSettings, data: DataResult, profile: DeviceProfile, teacher):

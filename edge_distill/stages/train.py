@@ -226,7 +226,19 @@ def train_student(run: RunDir, task, settings: StudentSettings, data: DataResult
     result = StudentResult(label=sizing.chosen.label(), path=f"distill/{settings.name}.pt", params=count_params(model), loss=kd.loss,
                            val_accuracy=train_result.best_val_accuracy, test_accuracy=accuracy(model, splits.x_test, splits.y_test),
                            train=to_jsonable(train_result))
+    _warn_at_the_floor(settings.stage, result.val_accuracy, splits.y_val, settings.epochs)
     return result, [run.path(result.path)]
+
+
+def _warn_at_the_floor(stage: str, val_accuracy: float, y_val, epochs: int) -> None:
+    """A student no better than always answering the most frequent class has learned nothing: say so, whichever ships."""
+    import numpy as np
+
+    majority = float(np.bincount(y_val[y_val >= 0]).max() / max(1, (y_val >= 0).sum()))
+    if val_accuracy <= majority + 0.005:
+        get_console().warn(f"[{stage}] the student's validation accuracy {val_accuracy:.4f} is no better than always answering the "
+                           f"most frequent class ({majority:.4f}): it has not learned the task in {epochs} epochs. Train longer "
+                           "(--student-epochs), or pick a smaller --student family for this much data.")
 
 
 def _train_config(settings: StudentSettings, data: DataResult):

@@ -33,7 +33,7 @@ class VisionUnlabelledSettings:
 
 class VisionTask(Task):
     name = "vision"
-    default_student = "cnn"
+    default_student = "auto"  # sizing.choose_student: every image family at >= 96 px (models/students.auto_families), cnn below
     device_test_npz = "bench/test_nhwc.npz"
 
     def check_options(self, options) -> None:
@@ -43,8 +43,8 @@ class VisionTask(Task):
 
     # ---- data
     def data_settings(self, options) -> VisionDataSettings:
-        return VisionDataSettings(options.data, options.seed, options.calib_count, options.image_hw(), options.channels,
-                                  options.skip_bad_images, options.test_data)
+        return VisionDataSettings(options.data, options.seed, options.calib_count, options.image_hw() or declared_teacher_size(options),
+                                  options.channels, options.skip_bad_images, options.test_data)
 
     def data_inputs(self, options) -> list[str]:
         return [content_key(options.data), *([content_key(options.test_data)] if options.test_data else [])]
@@ -203,3 +203,14 @@ IMAGE_INPUT = ImageInput()
 
 
 TASK = VisionTask()
+
+
+def declared_teacher_size(options) -> tuple[int, int] | None:
+    """Without --image-size, an image folder is prepared at the size the teacher file says it was trained at
+    (``--teacher-input ...,size=``, else its archive's metadata), not at the folder's median cut to 64 px."""
+    from ..models.teacher_input import contract_from_metadata, parse_teacher_input
+
+    if options.teacher == "auto" or not Path(options.data).is_dir():
+        return None
+    contract = parse_teacher_input(options.teacher_input) if options.teacher_input != "auto" else contract_from_metadata(Path(options.teacher))
+    return tuple(contract.size) if contract is not None and contract.size else None

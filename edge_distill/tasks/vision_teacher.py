@@ -148,7 +148,8 @@ def _vetted_teacher_input(settings: VisionTeacherSettings, path: Path, data, spl
     import numpy as np
 
     from ..models.teacher import score_input_contracts
-    from ..models.teacher_input import TeacherInput, candidate_contracts, contract_from_metadata, parse_teacher_input, vet_teacher_input
+    from ..models.teacher_input import (TeacherInput, candidate_contracts, contract_from_metadata, parse_teacher_input, size_candidates,
+                                        vet_teacher_input)
 
     if settings.teacher_input != "auto":
         contract, source = parse_teacher_input(settings.teacher_input), "--teacher-input"
@@ -156,6 +157,7 @@ def _vetted_teacher_input(settings: VisionTeacherSettings, path: Path, data, spl
         from_file = contract_from_metadata(path)
         contract, source = (from_file, "file metadata") if from_file is not None else (TeacherInput(), "default")
     contracts = [contract] + [c for c in candidate_contracts(data.spec.input_shape[0]) if c != contract]
+    contracts += size_candidates(contract, tuple(data.spec.input_shape[1:]))  # a teacher trained at another image size
     get_console().stage("teacher", f"scoring the teacher file on the validation split under {len(contracts)} input scalings")
     scores = score_input_contracts(path, data.spec, settings.trust_pickle, contracts, splits.x_val, splits.y_val)
     candidates = tuple(InputCandidate(c.text(), c.describe(data.spec.pixel_scale), acc, err) for c, (acc, err) in zip(contracts, scores))
