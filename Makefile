@@ -8,9 +8,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-slow install system-deps clean
+.PHONY: demo test test-slow install system-deps wheel clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml setup.py
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	# torch is pinned to the CPU build; a looser requirement can pull a multi-GB CUDA build.
@@ -33,5 +33,14 @@ test: system-deps $(STAMP)
 test-slow: system-deps $(STAMP)
 	$(BIN)/python -m pytest -q -m slow
 
+# The wheel, into dist/.  --no-build-isolation builds with .venv's setuptools and wheel (pyproject's build-system
+# requires; already there as torch's and tensorflow's dependencies, so the pip line costs nothing) instead of
+# downloading them into a throwaway env on every build: faster, and offline.  build/ goes first: setuptools packs
+# whatever build/lib holds, stale files of a removed module included.
+wheel: $(STAMP)
+	$(BIN)/python -m pip install --quiet "setuptools>=68" wheel
+	rm -rf build
+	$(BIN)/python -m pip wheel --no-deps --no-build-isolation --no-index -w dist .
+
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) runs .pytest_cache build dist

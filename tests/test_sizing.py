@@ -162,3 +162,21 @@ def test_the_resolution_knob_averages_like_avg_pool_and_stays_fixed_in_training(
     model(x).sum().backward()
     opt.step()
     assert torch.allclose(down(x), torch.nn.functional.avg_pool2d(x, 2), atol=1e-6)  # not trained, not decayed
+
+
+def test_probe_timing_runs_the_device_agent_in_rounds(tmp_path):
+    """`profiles measure` and the cost-model benchmarks time converted models through median_p50s (a real agent process)."""
+    import numpy as np
+
+    from edge_distill.convert import convert_student
+    from edge_distill.profiles.rates import median_p50s
+    from edge_distill.rundir import RunDir
+
+    torch.manual_seed(0)
+    model = build_student(StudentConfig("cnn", 4, 2), SPEC).eval()
+    x = np.random.default_rng(0).standard_normal((48, *SPEC.input_shape)).astype(np.float32)
+    run = RunDir(tmp_path)
+    conv = convert_student(model, SPEC.input_shape, x[:32], x[32:], run, int8_min_agreement=0.01, escalate=False, variants=(),
+                           layer_analysis=False)
+    (p50,) = median_p50s([run.path(conv.file("tflite_int8").path)], threads=1, runs=5, repeats=2)
+    assert 0 < p50 < 50

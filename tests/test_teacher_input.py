@@ -199,7 +199,8 @@ def test_undeclared_unit_teacher_stops_the_build_and_the_flag_fixes_it(teachers,
     teacher = report["teacher"]
     assert teacher["input_contract"] == "unit" and teacher["input_source"] == "--teacher-input"
     assert teacher["test_accuracy"] == pytest.approx(teachers["own_test_accuracy"], abs=1e-6) and teacher["test_accuracy"] >= 0.98
-    assert teacher["input_candidates"][0]["contract"] == "unit" and len(teacher["input_candidates"]) == 6
+    # 6 scalings (3 x 2 layouts) + the contract in use at the 4 usual training sizes
+    assert teacher["input_candidates"][0]["contract"] == "unit" and len(teacher["input_candidates"]) == 6 + 4
     assert "Teacher input: pixels in [0, 1]" in (out / "report.md").read_text()
     ledger = {r["variant"]: r for r in report["ledger"]["rows"]}
     assert ledger["teacher_torch_fp32"]["accuracy"] == teacher["test_accuracy"]

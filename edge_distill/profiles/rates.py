@@ -123,7 +123,7 @@ PROBE_MODELS = (("cnn", 4, 2), ("cnn", 8, 2), ("cnn", 16, 2), ("cnn", 32, 3), ("
 
 def median_p50s(paths: list[Path], threads: int, runs: int, repeats: int) -> list[float]:
     """Each model's median p50 over ``repeats`` rounds of timing (see ``bench.bench_in_rounds`` for why rounds)."""
-    from .bench import bench_in_rounds
+    from ..bench import bench_in_rounds
 
     return [float(np.median([r.p50_ms for r in rounds])) for rounds in bench_in_rounds(paths, threads, repeats, warmup=10, runs=runs)]
 
@@ -132,9 +132,9 @@ def measure_probes(run: RunDir, base: DeviceProfile, threads: int, runs: int = 1
     """Convert the probe ladder, then time it with the device agent (local runner); returns unfitted points."""
     import torch
 
-    from .convert import convert_student
-    from .models.students import StudentConfig, build_student
-    from .sizing import measure_cost
+    from ..convert import convert_student
+    from ..models.students import StudentConfig, build_student
+    from ..sizing import measure_cost
 
     console = get_console()
     pending: list[tuple[ProbePoint, Path]] = []
@@ -161,7 +161,7 @@ def measure_probes(run: RunDir, base: DeviceProfile, threads: int, runs: int = 1
 
 
 def measure_rates(run: RunDir, base: DeviceProfile, threads: int | None = None, runs: int = 1000, repeats: int = 5) -> RateMeasurement:
-    from .bench import describe_host
+    from ..bench import describe_host
 
     threads = threads or min(base.threads, os.cpu_count() or 1)
     if threads < 1:
