@@ -1,16 +1,19 @@
-"""The wheel's package list, by discovery: everything else about the package is in pyproject.toml.
+"""The wheel's package list, by discovery; everything else about the package is in pyproject.toml.
 
-pyproject.toml's `[tool.setuptools.packages.find]` names each package after its path under `where`, so it can find
-export/ only as a top-level `export`; the device side ships as `edge_distill.export`.  Each source folder below is
-searched on its own and its subpackages are named under the package it maps to, so a new folder (with or without an
-__init__.py) reaches the wheel without anyone listing it.  Every non-.py file under these folders ships too
-(include-package-data + MANIFEST.in).  tests/test_wheel.py builds and installs the wheel to prove both.
+pyproject.toml's `[tool.setuptools.packages.find]` names each package after its path under `where`, so it could find
+export/ only as a top-level `export`, never as `edge_distill.export`.  Here each folder of pyproject's `package-dir`
+(package -> folder, the one place that mapping is written) is searched on its own and its subfolders are named under
+the package it maps to, so a new folder (with or without an __init__.py) reaches the wheel without anyone listing
+it.  Every non-.py file under those folders ships too (include-package-data + MANIFEST.in).  tests/test_wheel.py
+builds and installs the wheel to prove both.
 """
+
+import tomllib
+from pathlib import Path
 
 from setuptools import find_namespace_packages, setup
 
-# installed package -> source folder
-PACKAGE_DIR = {"edge_distill": "edge_distill", "edge_distill.export": "export"}
+PACKAGE_DIR = tomllib.loads((Path(__file__).parent / "pyproject.toml").read_text())["tool"]["setuptools"]["package-dir"]
 
 
 def discover(package_dir: dict[str, str]) -> list[str]:
@@ -21,4 +24,4 @@ def discover(package_dir: dict[str, str]) -> list[str]:
     return sorted(found)
 
 
-setup(package_dir=PACKAGE_DIR, packages=discover(PACKAGE_DIR))
+setup(packages=discover(PACKAGE_DIR))
