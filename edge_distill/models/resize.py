@@ -27,8 +27,6 @@ class AveragingDownsample(nn.Conv2d):
 class BilinearResize(nn.Module):
     """Resize to the student's resolution inside the model (ONNX Resize → TFLite RESIZE_BILINEAR, INT8)."""
 
-    elementwise_op = None
-
     def __init__(self, size: tuple[int, int]) -> None:
         super().__init__()
         self.size = size
