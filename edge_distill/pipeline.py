@@ -31,7 +31,7 @@ from .stages import fidelity as fidelity_stage, size as size_stage, train as tra
 from .stages.data import path_content_key
 from .stages.runner import Stages
 from .stages.teacher import TeacherResult
-from .stages.train import PrunedKDSettings, PseudoLabelSettings, StudentResult, Students, StudentSettings
+from .stages.train import PseudoLabelSettings, StudentResult, Students, StudentSettings
 from .tasks import Task, resolve_student, resolve_task
 from .verify import VerifyResult, check_against_nokd, choose_shipped_student, enforce_gate, format_ledger
 from .versions import __version__
@@ -137,7 +137,7 @@ def _size(b: Build, data: DataResult, data_key: str, teacher: TeacherResult, tea
 
 def _students(b: Build, data, sizing, size_key: str, teacher: TeacherResult, teacher_key: str, transfer, transfer_key) -> Students:
     """No-KD baseline (the teacher only if its settings read it, never the transfer set), KD student, pseudo-label student (--unlabelled),
-    the pruned KD student (--init prune)."""
+    the pruned or pretrained KD student (--init prune, --student-init)."""
     world = train_stage.world_size(b.options)
     settings = train_stage.baseline_settings(b.options, b.task, world, data, transfer)
     reads_teacher = settings.views is not None or b.task.student_reads_teacher(settings)
@@ -145,12 +145,11 @@ def _students(b: Build, data, sizing, size_key: str, teacher: TeacherResult, tea
     b.task.check_teacher(teacher, baseline[0].val_accuracy, data)
     kd_settings = train_stage.kd_settings(StudentSettings, b.options, b.task, world, transfer)
     kd_inputs = [size_key, teacher_key, *([transfer_key] if transfer else [])]
-    kd = _student(b, "KD from scratch" if b.options.init == "prune" else "KD", kd_settings, kd_inputs, data, sizing, teacher, transfer)
+    kd = _student(b, "KD from scratch" if train_stage.has_twin(b.options) else "KD", kd_settings, kd_inputs, data, sizing, teacher, transfer)
     pseudo_settings = PseudoLabelSettings.from_options(b.options, b.task, world, distill=False)
     pseudo = _student(b, "pseudo-label", pseudo_settings, [size_key, transfer_key], data, sizing, teacher, transfer) if transfer else (None, None)
-    if b.options.init == "prune":  # the pruned student is the one that ships; kd stays as its from-scratch twin
-        pruned_settings = train_stage.kd_settings(PrunedKDSettings, b.options, b.task, world, transfer)
-        return Students(*baseline, *_student(b, "pruned + KD", pruned_settings, kd_inputs, data, sizing, teacher, transfer), *pseudo, *kd)
+    if twin := train_stage.twin_settings(b.options, b.task, world, transfer):  # the pruned / pretrained student ships; kd is its from-scratch twin
+        return Students(*baseline, *_student(b, twin[0], twin[1], kd_inputs, data, sizing, teacher, transfer), *pseudo, *kd, twin[0])
     return Students(*baseline, *kd, *pseudo)
 
 

@@ -131,6 +131,29 @@ def test_a_teacher_trained_at_another_size_is_fed_that_size_and_the_folder_is_pr
     assert declared_teacher_size(BuildOptions(data="digits", teacher=str(path))) is None  # arrays keep their size
 
 
+def test_an_exported_teacher_with_a_fixed_input_shape_sets_the_folder_size(tmp_path):
+    """A torch.export program keeps its input shape: without --image-size or a declared size, the folder is prepared at
+    it; a TorchScript file keeps none, so it says nothing (its size must be declared)."""
+    from edge_distill.models.teacher_input import exported_input_size
+    from edge_distill.options import BuildOptions
+    from edge_distill.tasks.vision import declared_teacher_size
+
+    net = nn.Sequential(nn.Conv2d(1, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3)).eval()
+    exported = tmp_path / "t.pt2"
+    torch.export.save(torch.export.export(net, (torch.zeros(1, 1, 40, 48),)), str(exported))
+    assert exported_input_size(exported) == (40, 48)
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    assert declared_teacher_size(BuildOptions(data=str(folder), teacher=str(exported))) == (40, 48)
+    scripted = tmp_path / "t.pt"
+    torch.jit.save(torch.jit.trace(net, torch.zeros(1, 1, 40, 48)), str(scripted))
+    assert exported_input_size(scripted) is None
+    dynamic = tmp_path / "dynamic.pt2"
+    height, width = torch.export.Dim("height", min=8, max=512), torch.export.Dim("width", min=8, max=512)
+    torch.export.save(torch.export.export(net, (torch.zeros(1, 1, 40, 48),), dynamic_shapes=({2: height, 3: width},)), str(dynamic))
+    assert exported_input_size(dynamic) is None
+
+
 def test_the_adapter_feeds_each_contract_exactly_its_pixels(digits):
     spec, splits, unit = digits
     x = splits.x_test[:4]

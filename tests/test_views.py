@@ -56,6 +56,20 @@ def test_view_zero_is_the_data_and_outputs_match_the_teacher():
     np.testing.assert_array_equal(again.x, bank.x)  # seeded: a resumed build trains on the same views
 
 
+def test_kept_logits_rebuild_the_same_bank_without_the_teacher():
+    """A build's second and third students redraw the views from their seed and reuse the teacher's logits on them."""
+    x, _ = _data()
+    bank = build_view_bank(_teacher(), x, views=3, shift=1, flip=True, background=0.0, batch_size=40)
+
+    class Absent(torch.nn.Module):
+        def forward(self, xb):
+            raise AssertionError("the teacher ran although its logits were given")
+
+    again = build_view_bank(Absent(), x, views=3, shift=1, flip=True, background=0.0, batch_size=40, logits=bank.logits)
+    np.testing.assert_array_equal(again.x, bank.x)
+    np.testing.assert_array_equal(again.logits, bank.logits)
+
+
 def test_teacher_processes_build_the_same_bank(monkeypatch):
     """workers=2 runs the teacher in two one-thread processes; the views and its outputs are the same as here."""
     monkeypatch.setattr(views_module, "PROCESSES_PAY_AFTER_S", 0.0)  # this tiny bank would otherwise stay here

@@ -59,6 +59,7 @@ def build_view_bank(
     with_maps: bool = False,
     batch_size: int = 512,
     workers: int = 1,
+    logits: np.ndarray | None = None,
 ) -> ViewBank:
     """``views`` views of every row of ``x`` (view 0 unaugmented) and the teacher's outputs on them.
 
@@ -73,6 +74,8 @@ def build_view_bank(
     if views > 1 and shift <= 0 and not flip:
         raise ConfigError("A view bank with more than one view needs augmentation (shift > 0 or flip).", "Set a shift or flip, or use 1 view.")
     inputs = _view_inputs(x, views, shift, flip, background, seed, batch_size)
+    if logits is not None and not with_maps:  # the teacher's answers on these very views, kept from an earlier stage
+        return ViewBank(np.concatenate(inputs).astype(np.float32).reshape(views, len(x), *x.shape[1:]), logits)
     outputs = _outputs_here(teacher, inputs[:1], with_maps, None)  # also times one chunk: would processes pay?
     rest = None
     if workers > 1 and _processes_pay(outputs[0][2], len(inputs) - 1):

@@ -143,6 +143,31 @@ def contract_from_metadata(path: Path) -> TeacherInput | None:
                            exc.hint) from None
 
 
+def exported_input_size(path: Path) -> tuple[int, int] | None:
+    """(height, width) of a ``torch.export`` program's image input when it was exported with a fixed size; None for a
+    TorchScript file (its saved graph keeps no shapes), a dynamic side, or a file that does not load (the teacher
+    stage reports that with its own message)."""
+    if not zipfile.is_zipfile(path):
+        return None
+    with zipfile.ZipFile(path) as zf:
+        if not any(n.endswith(".json") and "exported_program" in n or n.endswith("models/model.json") for n in zf.namelist()):
+            return None  # TorchScript: no exported program inside
+    try:
+        import torch
+
+        program = torch.export.load(str(path))
+    except Exception:
+        return None
+    from torch.export.graph_signature import InputKind
+
+    user = {spec.arg.name for spec in program.graph_signature.input_specs if spec.kind == InputKind.USER_INPUT}
+    shapes = [node.meta["val"].shape for node in program.graph.nodes if node.op == "placeholder" and node.name in user and "val" in node.meta]
+    if len(shapes) != 1 or len(shapes[0]) != 4:
+        return None
+    h, w = shapes[0][2], shapes[0][3]  # NCHW, as the adapter feeds it (an NHWC teacher declares its size in its contract)
+    return (h, w) if isinstance(h, int) and isinstance(w, int) else None
+
+
 def candidate_contracts(channels: int) -> list[TeacherInput]:
     """The scalings a mis-declared teacher most often expects, in both layouts; ImageNet's statistics for RGB."""
     scales = [TeacherInput("normalized"), TeacherInput("unit"), TeacherInput("raw")]

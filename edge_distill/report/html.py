@@ -401,6 +401,26 @@ def _teacher_input(r: Report) -> str:
     return out
 
 
+# The three --student-init arms: report key, name, starting weights (report.md shares it).
+START_ARMS = (("from_zero_kd", "from zero + KD", "random weights"), ("pretrained", "pretrained, labels only", "the starting weights"),
+              ("pretrained_kd", "pretrained + KD", "the starting weights"))
+
+
+@section("starts", "Where the student started: from zero, pretrained, pretrained + KD", "starts")
+def _starts(r: Report) -> str | None:
+    """--student-init: the same student on one budget three ways, with what the start and the teacher each add."""
+    st = get(r, "starts")
+    if not isinstance(st, dict):
+        return None
+    kd, zero, arms = st.get("kd_over_fine_tuning_points") or {}, st.get("pretrained_kd_over_zero_points") or {}, st.get("arms") or {}
+    intro = (f"<p><code>{e(st.get('student', '?'))}</code> ({num(st.get('params'))} params), --student-init {e(st.get('init', '?'))}; "
+             f"{e(st.get('measured', ''))}. KD over fine-tuning alone: <b>{kd.get('val', 0):+.2f}</b> points on validation, "
+             f"{kd.get('test', 0):+.2f} on test; pretrained + KD over from zero: <b>{zero.get('val', 0):+.2f}</b> / {zero.get('test', 0):+.2f}.</p>")
+    rows = [[name, start, pct((arms.get(k) or {}).get("val_accuracy")), pct((arms.get(k) or {}).get("test_accuracy")),
+             e((arms.get(k) or {}).get("device") or "not recorded")] for k, name, start in START_ARMS]
+    return intro + table(["student", "starts from", "val accuracy", "test accuracy", "trained on"], rows)
+
+
 @section("fidelity-matrix", "Fidelity matrix: runtimes × kernels", "fidelity_matrix")
 def _fidelity_matrix(r: Report) -> str | None:
     from ..bench.fidelity_matrix import FidelityMatrix

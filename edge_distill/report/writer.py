@@ -18,7 +18,7 @@ from ..errors import ReportError, with_article
 from ..rundir import RunDir
 from ..serde import to_jsonable
 from ..versions import tool_versions
-from .html import unlabelled_arms
+from .html import START_ARMS, unlabelled_arms
 
 
 def write_report(run: RunDir, *, options, profile, data, teacher, sizing, students, conversion, verified, bench, times, total_seconds,
@@ -35,9 +35,11 @@ def write_report(run: RunDir, *, options, profile, data, teacher, sizing, studen
         "sizing": to_jsonable(sizing),
         "students": {"baseline": to_jsonable(students.baseline), "kd": to_jsonable(students.kd),
                      **({"pseudo": to_jsonable(students.pseudo)} if students.pseudo is not None else {}),
-                     **({"scratch_kd": to_jsonable(students.scratch_kd)} if students.scratch_kd is not None else {})},
+                     **({"scratch_kd": to_jsonable(students.scratch_kd)} if students.scratch_kd is not None else {}),
+                     "kd_label": students.kd_label},
         "unlabelled": _unlabelled(transfer, students, options),  # None without --unlabelled
         "pruning": _pruning(sizing, students),  # None without --init prune
+        "starts": _starts(options, students),  # None without --student-init
         "student_choice": to_jsonable(choice),  # which student was converted and ships, decided on validation
         "conversion": to_jsonable(conversion),
         "ledger": to_jsonable(verified),
@@ -77,6 +79,21 @@ def _pruning(sizing, students) -> dict[str, Any] | None:
             "val_accuracy": {"pruned_kd": pruned.val_accuracy, "scratch_kd": scratch.val_accuracy},
             "test_accuracy": {"pruned_kd": pruned.test_accuracy, "scratch_kd": scratch.test_accuracy},
             "val_gain_points": round(val_gain, 3), "test_gain_points": round(test_gain, 3), "verdict": verdict}
+
+
+def _starts(options, students) -> dict[str, Any] | None:
+    """--student-init: the same student on the same budget from random weights (KD), from the starting weights on labels
+    alone, and from them with KD -- what the start adds, and what the teacher adds on top of it."""
+    if options.student_init == "scratch" or students.scratch_kd is None:
+        return None
+    arms = {"from_zero_kd": students.scratch_kd, "pretrained": students.baseline, "pretrained_kd": students.kd}
+    gain = lambda a, b, split: round(100 * (getattr(arms[a], split) - getattr(arms[b], split)), 3)  # noqa: E731
+    return {"init": options.student_init, "student": students.kd.label, "params": students.kd.params,
+            "arms": {k: {"val_accuracy": v.val_accuracy, "test_accuracy": v.test_accuracy, "device": (v.train or {}).get("device")}
+                     for k, v in arms.items()},
+            "kd_over_fine_tuning_points": {s: gain("pretrained_kd", "pretrained", f"{s}_accuracy") for s in ("val", "test")},
+            "pretrained_kd_over_zero_points": {s: gain("pretrained_kd", "from_zero_kd", f"{s}_accuracy") for s in ("val", "test")},
+            "measured": "validation and held-out test splits, torch fp32 on the build host (the ledger's rows); one seed"}
 
 
 def write_renderings(run: RunDir, report: dict[str, Any]) -> list[str]:
@@ -349,6 +366,20 @@ def _pruning_md(r: dict[str, Any]) -> list[str]:
                     ["KD from scratch", "random weights, same architecture", _pct(val["scratch_kd"]), _pct(test["scratch_kd"])]]), ""]
 
 
+def _starts_md(r: dict[str, Any]) -> list[str]:
+    st = r.get("starts")
+    if not st:
+        return []
+    kd, zero = st["kd_over_fine_tuning_points"], st["pretrained_kd_over_zero_points"]
+    return [f"## Where the student started (--student-init {st['init']})", "",
+            f"`{st['student']}` ({st['params']:,} params), three ways on the same budget; {st['measured']}. KD over fine-tuning "
+            f"alone: {kd['val']:+.2f} points on validation, {kd['test']:+.2f} on test; pretrained + KD over from zero: "
+            f"{zero['val']:+.2f} / {zero['test']:+.2f}.", "",
+            _table(["student", "starts from", "val accuracy", "test accuracy", "trained on"],
+                   [[name, start, _pct(st["arms"][k]["val_accuracy"]), _pct(st["arms"][k]["test_accuracy"]),
+                     st["arms"][k].get("device") or "not recorded"] for k, name, start in START_ARMS]), ""]
+
+
 def _teacher_input_md(teacher: dict[str, Any]) -> list[str]:
     if not teacher.get("input_description"):
         return []
@@ -368,6 +399,7 @@ def render_markdown(r: dict[str, Any]) -> str:
         *_versus_nokd_md(r),
         *_unlabelled_md(r),
         *_pruning_md(r),
+        *_starts_md(r),
         *_gate_md(r),
         *_checks_md(r),
         *_latency_md(p, bench),
@@ -480,7 +512,7 @@ def _models_md(r: dict[str, Any]) -> list[str]:
                  _pct(r["students"]["baseline"]["val_accuracy"]), _pct(r["students"]["baseline"]["test_accuracy"]), "hard labels"],
                 *_pseudo_row(r["students"].get("pseudo")),
                 *_scratch_kd_row(r["students"].get("scratch_kd"), r["options"]),
-                [f"student, {'pruned + KD' if r['students'].get('scratch_kd') else 'KD'}: {r['students']['kd']['label']}", f"{r['students']['kd']['params']:,}",
+                [f"student, {r['students'].get('kd_label') or ('pruned + KD' if r['students'].get('scratch_kd') else 'KD')}: {r['students']['kd']['label']}", f"{r['students']['kd']['params']:,}",
                  _pct(r["students"]["kd"]["val_accuracy"]), _pct(r["students"]["kd"]["test_accuracy"]),
                  f"{r['options']['kd_loss']} KD, T={r['options']['temperature']}, alpha={r['options']['alpha']}"
                  + (" (labelled split + transfer set)" if r["students"].get("pseudo") else "")],
@@ -503,7 +535,7 @@ def _scratch_kd_row(scratch: dict[str, Any] | None, options: dict[str, Any]) -> 
     if not scratch:
         return []
     return [[f"student, KD from scratch: {scratch['label']}", f"{scratch['params']:,}", _pct(scratch["val_accuracy"]),
-             _pct(scratch["test_accuracy"]), f"{options['kd_loss']} KD from random weights (the pruned student's twin)"]]
+             _pct(scratch["test_accuracy"]), f"{options['kd_loss']} KD from random weights (the shipping student's twin)"]]
 
 
 def _pseudo_row(pseudo: dict[str, Any] | None) -> list[list[str]]:

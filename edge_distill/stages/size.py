@@ -35,6 +35,8 @@ def settings_from_options(options, task, teacher_params: int, spec) -> SizeSetti
     from ..tasks import resolve_student
 
     family = resolve_student(options.student, task)
+    if family == AUTO and options.student_init == "imagenet":
+        family = "efficientnet-lite"  # the one family with ImageNet weights; its width is the pruning ratio the budget allows
     if family == AUTO and len(auto_families(spec)) == 1:
         family = auto_families(spec)[0]  # one family to search (cnn on small images): the stage key names it, as it always has
     return SizeSettings.from_options(options, family, teacher_params)

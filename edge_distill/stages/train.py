@@ -126,7 +126,7 @@ def kd_settings(cls: type[StudentSettings], options, task, world_size: int, tran
 
 def baseline_settings(options, task, world_size: int, data: DataResult, transfer: TransferResult | None) -> StudentSettings:
     """The no-KD baseline's settings: the same steps as the KD student when a transfer set adds samples to its epochs."""
-    settings = StudentSettings.from_options(options, task, world_size, distill=False)
+    settings = started(StudentSettings.from_options(options, task, world_size, distill=False), options)
     if transfer is None:
         return settings  # unchanged, so the stage keys of builds without --unlabelled stay as they were
     return EqualStepsBaselineSettings(**{f.name: getattr(settings, f.name) for f in fields(settings)},
@@ -150,6 +150,48 @@ class PrunedKDSettings(StudentSettings):
 
 
 @dataclass(frozen=True)
+class StartedSettings(StudentSettings):
+    """--student-init imagenet|FILE: a student that starts from those weights.  The no-KD baseline fine-tunes them on labels,
+    the KD student (its own stage, ``distill-pretrained``) distils into them, and the plain ``distill`` stage trains the same
+    architecture from random weights: the report's from zero / pretrained / pretrained + KD on one budget."""
+
+    init: str = "scratch"  # imagenet or the file's path (where to read it)
+    init_content: str = "scratch"  # imagenet or file:<sha256> (what the stage key must change with)
+
+    @property
+    def name(self) -> str:
+        return "student_kd_pretrained" if self.kd else "student_nokd"
+
+    @property
+    def stage(self) -> str:
+        return "distill-pretrained" if self.kd else "baseline"
+
+
+def started(settings: StudentSettings, options) -> StudentSettings:
+    """The settings with --student-init's starting weights; unchanged (and so the stage keys) with --student-init scratch."""
+    if options.student_init == "scratch":
+        return settings
+    from ..models.pretrained import describe_init
+
+    return StartedSettings(**{f.name: getattr(settings, f.name) for f in fields(settings)}, init=options.student_init,
+                           init_content=describe_init(options.student_init))
+
+
+def has_twin(options) -> bool:
+    """Whether the KD student that ships starts from other weights than random ones, with a from-scratch twin beside it."""
+    return options.init == "prune" or options.student_init != "scratch"
+
+
+def twin_settings(options, task, world_size: int, transfer: TransferResult | None) -> tuple[str, StudentSettings] | None:
+    """--init prune / --student-init: what the shipping KD student is called and its settings (``kd`` becomes its twin)."""
+    if options.init == "prune":
+        return "pruned + KD", kd_settings(PrunedKDSettings, options, task, world_size, transfer)
+    if options.student_init != "scratch":
+        return "pretrained + KD", started(kd_settings(StudentSettings, options, task, world_size, transfer), options)
+    return None
+
+
+@dataclass(frozen=True)
 class StudentResult:
     label: str
     path: str
@@ -162,8 +204,9 @@ class StudentResult:
 
 @dataclass(frozen=True)
 class Students:
-    """The build's trained students and their stage keys; ``pseudo`` only with --unlabelled, ``scratch_kd`` (the pruned
-    student's architecture distilled from random weights) only with --init prune, where ``kd`` is the pruned one."""
+    """The build's trained students and their stage keys; ``pseudo`` only with --unlabelled, ``scratch_kd`` (the same
+    architecture distilled from random weights) only with --init prune or --student-init, where ``kd`` is the pruned or
+    pretrained one (and, with --student-init, ``baseline`` the pretrained one fine-tuned on labels)."""
 
     baseline: StudentResult
     baseline_key: str
@@ -173,6 +216,7 @@ class Students:
     pseudo_key: str | None = None
     scratch_kd: StudentResult | None = None
     scratch_kd_key: str | None = None
+    kd_label: str = "KD"  # "pruned + KD" / "pretrained + KD" beside a from-scratch twin
 
     def keys(self) -> list[str]:
         return [self.baseline_key, self.kd_key, *(key for key in (self.pseudo_key, self.scratch_kd_key) if key)]
@@ -209,6 +253,11 @@ def train_student(run: RunDir, task, settings: StudentSettings, data: DataResult
     task.init_student(model, run, settings, teacher, data, sizing, settings.stage)
     if settings.from_pruned:
         model.load_state_dict(torch.load(run.path(sizing.pruning.init_path), weights_only=True))
+    start = getattr(settings, "init", "scratch")
+    if start != "scratch":
+        from ..models.pretrained import start_from
+
+        start = start_from(model, start, sizing.chosen, data.spec, splits.x_train[:512])
     kd = KDConfig(loss="ce") if settings.kd is None else KDConfig(loss=settings.kd.loss, temperature=settings.kd.temperature,
                                                                    alpha=settings.kd.alpha, beta=settings.kd.beta,
                                                                    ce_average=settings.kd.ce_average)
@@ -216,6 +265,7 @@ def train_student(run: RunDir, task, settings: StudentSettings, data: DataResult
             if settings.kd else
             "hard labels and the teacher's top-1 class (pseudo-labels)" if settings.pseudo_labels else "hard labels only (no-KD baseline)")
     extra = f", on {splits.y_train.size:,} labelled + {transfer.n:,} transfer samples" if transfer is not None else ""
+    extra += f", starting from {start}" if start != "scratch" else ""
     rows = settings.epoch_rows(splits.y_train.size)
     if rows > splits.y_train.size:
         extra = f", its {splits.y_train.size:,} labelled samples repeated to {rows:,} an epoch (the KD student's steps)"

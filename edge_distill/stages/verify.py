@@ -15,7 +15,7 @@ from .train import Students, load_student_model
 
 
 PSEUDO_VARIANT = "pseudo_torch_fp32"  # the pseudo-label student's ledger row (--unlabelled)
-SCRATCH_KD_VARIANT = "scratch_kd_torch_fp32"  # --init prune: the pruned architecture distilled from random weights
+SCRATCH_KD_VARIANT = "scratch_kd_torch_fp32"  # --init prune / --student-init: the same architecture distilled from random weights
 # Part of the stage key, so ledgers cached before a fix to how they are measured are made again.  2: a device
 # runtime's TFLite latencies were read 1000x too large (its agent's ms taken for seconds), e.g. 282 "ms" for 0.28 ms.
 LEDGER_REVISION = 2
@@ -68,14 +68,14 @@ def _score_torch_models(run, task, data, sizing, teacher, students: Students, sp
 
     x_teacher = task.teacher_split_inputs(run, teacher, splits, "test")  # a text teacher reads its own token ids
     models = [("teacher", "teacher_torch_fp32", teacher, task.load_teacher(run, teacher, data), x_teacher),
-              ("student (no KD)", "nokd_torch_fp32", students.baseline, load_student_model(run, students.baseline, sizing, data.spec), x)]
+              (f"student ({'pretrained, ' if students.kd_label.startswith('pretrained') else ''}no KD)", "nokd_torch_fp32", students.baseline,
+               load_student_model(run, students.baseline, sizing, data.spec), x)]
     if students.pseudo is not None:
         models.append(("student (pseudo-labels)", PSEUDO_VARIANT, students.pseudo, load_student_model(run, students.pseudo, sizing, data.spec), x))
     if students.scratch_kd is not None:
         models.append(("student (KD from scratch)", SCRATCH_KD_VARIANT, students.scratch_kd,
                        load_student_model(run, students.scratch_kd, sizing, data.spec), x))
-    kd_name = "student (pruned + KD)" if students.scratch_kd is not None else "student (KD)"
-    models.append((kd_name, "torch_fp32", students.kd, load_student_model(run, students.kd, sizing, data.spec), x))
+    models.append((f"student ({students.kd_label})", "torch_fp32", students.kd, load_student_model(run, students.kd, sizing, data.spec), x))
     scored = []
     for name, variant, trained, model, xs in models:
         scored.append(Scored(name, variant, "torch", predict_logits(model, xs), None, trained.params, "float32", torch_latency_ms(model, xs, threads=threads)))

@@ -256,6 +256,9 @@ def _check_image_only_options(options) -> None:
     if options.kd_loss in ("fitnet", "attention"):
         raise ConfigError(f"--kd-loss {options.kd_loss} matches convolutional feature maps, which text models do not have.",
                           "Use --kd-loss logit, or hidden (pooled hidden-state distillation) for text.")
+    if options.student_init != "scratch":
+        raise ConfigError(f"--student-init {options.student_init} starts an image student; text students start from scratch or from the "
+                          "teacher's word vectors.", "Leave --student-init out; --student-embeddings teacher is the text student's head start.")
     if options.init == "prune":
         raise ConfigError("--init prune cuts a student out of the built-in image teacher's convolutions; text students are not pruned yet.",
                           "Leave it out: text students already start from the teacher's word vectors (--student-embeddings teacher).")

@@ -115,12 +115,28 @@ class VisionTask(Task):
     def view_bank(self, run, settings, teacher, data, sizing, splits, cfg, loss):
         """A bank of fixed augmented views with the teacher's outputs on each replaces the online teacher; the no-KD
         baseline trains on the same views, so the comparison isolates the teacher's signal."""
+        import hashlib
+
+        import numpy as np
+
         from ..distill import LOSSES, TrainConfig
         from ..distill.views import bank_workers, build_view_bank
+        from ..rundir import hash_inputs
+        from ..stages.data import write_npy
 
+        with_maps = LOSSES.get(loss).needs_features
+        # The views are redrawn from their seed for every student; the teacher's logits on them are kept in the run
+        # directory, keyed by the teacher's training-split logits (teacher and data) and how the views are drawn, so
+        # the no-KD, KD and from-scratch students of one build run the teacher once.
+        teacher_answers = hashlib.sha256(run.path(teacher.logits_path).read_bytes()).hexdigest()
+        key = hash_inputs(teacher_answers, settings.views.views, cfg.augment_shift, cfg.augment_flip, cfg.background, settings.seed,
+                          list(splits.x_train.shape))
+        cached = run.path(f"distill/view_logits_{key}.npy")
+        logits = np.load(cached) if cached.exists() and not with_maps else None
         bank = build_view_bank(self.load_teacher(run, teacher, data), splits.x_train, settings.views.views, cfg.augment_shift,
-                               cfg.augment_flip, cfg.background, settings.seed, with_maps=LOSSES.get(loss).needs_features,
-                               workers=bank_workers())
+                               cfg.augment_flip, cfg.background, settings.seed, with_maps=with_maps, workers=bank_workers(), logits=logits)
+        if logits is None and not with_maps:
+            write_npy(run, cached.relative_to(run.root).as_posix(), bank.logits)
         return bank, TrainConfig(epochs=cfg.epochs, seed=cfg.seed)  # the views hold the augmentation
 
     # ---- after training
@@ -207,10 +223,13 @@ TASK = VisionTask()
 
 def declared_teacher_size(options) -> tuple[int, int] | None:
     """Without --image-size, an image folder is prepared at the size the teacher file says it was trained at
-    (``--teacher-input ...,size=``, else its archive's metadata), not at the folder's median cut to 64 px."""
-    from ..models.teacher_input import contract_from_metadata, parse_teacher_input
+    (``--teacher-input ...,size=``, else its archive's metadata, else a torch.export program's fixed input shape), not at
+    the folder's median cut to 64 px."""
+    from ..models.teacher_input import contract_from_metadata, exported_input_size, parse_teacher_input
 
     if options.teacher == "auto" or not Path(options.data).is_dir():
         return None
     contract = parse_teacher_input(options.teacher_input) if options.teacher_input != "auto" else contract_from_metadata(Path(options.teacher))
-    return tuple(contract.size) if contract is not None and contract.size else None
+    if contract is not None and contract.size:
+        return tuple(contract.size)
+    return exported_input_size(Path(options.teacher)) if Path(options.teacher).is_file() else None
