@@ -63,7 +63,7 @@ class Plan:
     batch_size: int = 32
 
 
-FULL = Plan(teacher_epochs=6, student_epochs=12, seeds=(0, 1, 2), views=4, from_zero_search=True)
+FULL = Plan(teacher_epochs=5, student_epochs=8, seeds=(0, 1, 2), views=4, from_zero_search=True)
 QUICK = Plan(teacher_epochs=1, student_epochs=2, seeds=(0,), views=2, from_zero_search=False)
 
 

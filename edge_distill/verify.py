@@ -179,7 +179,9 @@ def format_attempts(attempts) -> str:
             outcome = f"could not run: {get('error')}"
         else:
             measure = f"accuracy {get('accuracy'):.4f}, " if get("accuracy") is not None else ""
-            outcome = f"{measure}agreement {get('agreement'):.4f}, drop {get('drop_points'):.2f} points — {'passed' if get('passed') else 'failed'}"
+            margin = f" (sampling margin ±{get('margin_points'):.2f})" if (a.get("margin_points") if isinstance(a, dict) else a.margin_points) else ""
+            outcome = (f"{measure}agreement {get('agreement'):.4f}, drop {get('drop_points'):.2f} points{margin} — "
+                       f"{'passed' if get('passed') else 'failed'}")
         lines.append(f"  {get('step')}. {get('strategy'):<18} {get('settings')}: {outcome}")
         note = reference_kernels_note(get("drop_points"), get("reference_kernels_drop"), None)
         if note:

@@ -332,7 +332,7 @@ def test_without_escalation_nothing_ships_and_the_gate_fails_with_the_ledger(out
     assert info.value.exit_code == 3
     assert "no quantized model stayed within 1.00 accuracy points" in message
     assert format_ledger(verified) in message  # the whole ledger, not just a verdict
-    assert "1. baseline" in message and f"drop {outcome.attempts[0].drop_points:.2f} points — failed" in message
+    assert "1. baseline" in message and f"drop {outcome.attempts[0].drop_points:.2f} points (sampling margin ±{outcome.attempts[0].margin_points:.2f}) — failed" in message
 
 
 def test_a_shipped_variant_that_loses_on_test_fails_the_gate(digits):
@@ -388,3 +388,19 @@ def test_reference_kernels_note_blames_the_delegate_only_when_the_file_is_sound(
     assert "36.30 points with XNNPACK" in sound and "0.05 points" in sound and "XNNPACK's int8 kernels lose the accuracy" in sound
     assert "sound" not in reference_kernels_note(36.3, 30.0, 1.0)
     assert reference_kernels_note(36.3, None, 1.0) == ""
+
+
+def test_the_sampling_margin_counts_only_the_flipped_samples():
+    """Two photos flipped from right to wrong among 197 (a 1.02-point drop) are within sampling noise of a 1-point gate;
+    a collapse is not, and no flip at all means no margin."""
+    from edge_distill.convert.escalate import sampling_margin
+
+    lost, gained = np.zeros(197, bool), np.zeros(197, bool)
+    lost[:2] = True
+    margin = sampling_margin(lost, gained)
+    assert 1.0 < margin < 1.3 and 100 * 2 / 197 - margin < 1.0
+    lost[:17] = True  # 8.6 points lost: far beyond any margin
+    assert 100 * 17 / 197 - sampling_margin(lost, gained) > 1.0
+    assert sampling_margin(np.zeros(197, bool), np.zeros(197, bool)) == 0.0
+    # Without labels the drop is the disagreement rate: 2 of 197 disagreeing gives a binomial margin of the same size.
+    assert sampling_margin(np.r_[np.ones(2, bool), np.zeros(195, bool)], None) == pytest.approx(margin, rel=0.05)

@@ -114,6 +114,9 @@ class QuantAttempt:
     # A failed full-INT8 baseline is scored again on LiteRT's reference kernels (XNNPACK off): a small drop
     # there means the file is sound and the delegate's int8 kernels lose the accuracy.  None: not measured.
     reference_kernels_drop: float | None = None
+    # The drop's one-sided 95 % sampling margin on the validation samples (escalate.sampling_margin): the attempt
+    # passes unless drop - margin exceeds the gate.  None: recorded before the margin was (or could not be run).
+    margin_points: float | None = None
 
 
 def reference_kernels_note(drop_xnnpack: float | None, drop_reference: float | None, max_drop: float | None) -> str:

@@ -544,6 +544,11 @@ def _layer_analysis(calibrated: bytes, samples: np.ndarray) -> tuple[list[LayerE
     return layers, ranking, note
 
 
+def _margin_words(attempt, n: int) -> str:
+    """The drop's sampling margin on these samples (escalate.sampling_margin), when there is one."""
+    return f", beyond it only if more than its 95 % sampling margin {attempt.margin_points:.2f} on {n} samples" if attempt.margin_points else ""
+
+
 def _describe_attempt(attempt, judge: Judge) -> str:
     verdict = "passed" if attempt.passed else "failed"
     if attempt.error:
@@ -555,5 +560,6 @@ def _describe_attempt(attempt, judge: Judge) -> str:
     note = reference_kernels_note(attempt.drop_points, attempt.reference_kernels_drop, judge.max_drop)
     return (
         f"gate attempt {attempt.step} ({attempt.strategy}): {attempt.settings} — {measure} on {len(judge.x)} held-out samples, "
-        f"drop {attempt.drop_points:.2f} points (max {judge.max_drop:.2f}): {verdict}" + (f". {note}" if note else "")
+        f"drop {attempt.drop_points:.2f} points (max {judge.max_drop:.2f}{_margin_words(attempt, len(judge.x))}): {verdict}"
+        + (f". {note}" if note else "")
     )
