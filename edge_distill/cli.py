@@ -91,11 +91,10 @@ def _build_parser() -> argparse.ArgumentParser:
 
 
 def _cmd_build(args: argparse.Namespace) -> int:
-    from .options import BuildOptions, option_fields
-    from .pipeline import build
+    from .api import build
+    from .options import option_fields
 
-    options = BuildOptions(**{f.name: getattr(args, f.name) for f in option_fields()})
-    report = build(options)
+    report = build(**{f.name: getattr(args, f.name) for f in option_fields()}).report
     if os.environ.get("RANK", "0") != "0":  # under `torchrun -m edge_distill build` only rank 0 prints the result
         return 0
     led = report["ledger"]
@@ -155,11 +154,10 @@ def _measure_rates(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    from .bench import bench_model
+    from .api import bench
     from .serde import to_jsonable
 
-    result = bench_model(Path(args.model), args.threads, args.warmup, args.runs, Path(args.npz) if args.npz else None, runner=args.runner,
-                         xnnpack=not args.no_xnnpack)
+    result = bench(args.model, args.runner, threads=args.threads, warmup=args.warmup, runs=args.runs, data=args.npz, xnnpack=not args.no_xnnpack)
     print(json.dumps(to_jsonable(result), indent=2))
     return 0
 

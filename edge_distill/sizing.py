@@ -208,6 +208,8 @@ def choose_student(
         build_student(StudentConfig(families[0], family_obj.widths[0], family_obj.depths[0]), spec)
         raise SizingError(f"Student family {family!r} has no candidates for input {spec.input_shape}.", "Pick another --student family.")
     fitting = [c for c in candidates if c.fits]
+    if all(getattr(STUDENT_FAMILIES.get(name), "fixed", False) for name in families):  # text families have no such field
+        return _fixed_student(candidates[0], profile, max_params, STUDENT_FAMILIES.get(families[0]).description)
     if not fitting:
         smallest = min(candidates, key=lambda c: c.cost.params)
         raise SizingError(
@@ -223,6 +225,16 @@ def choose_student(
         f"est. latency ≤ {profile.budget.latency_ms} ms)."
     )
     return SizingResult(best.config, best.cost, tuple(candidates), reason, max_params)
+
+
+def _fixed_student(only: Candidate, profile: DeviceProfile, max_params: int, description: str) -> SizingResult:
+    """A user's own student is distilled as it is; the report says where it breaks the profile's budgets."""
+    if only.fits:
+        reason = f"{description}, as given: it fits {profile.name}'s budgets ({only.cost.params:,} params, est. {only.cost.latency_ms} ms)."
+    else:
+        reason = (f"WARNING: {description}, as given, breaks {profile.name}'s budgets: {'; '.join(only.violations)}. "
+                  "It is distilled and converted anyway; expect it to be too large or too slow for the device.")
+    return SizingResult(only.config, only.cost, (only,), reason, max_params)
 
 
 def _capacity(c: Candidate) -> tuple[int, int]:

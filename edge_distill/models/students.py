@@ -34,6 +34,9 @@ class StudentFamily:
     task: str = "vision"  # the data it takes: "vision" here, "text" for the families in models/text.py
     # The resolutions the search tries for an input (0 = the full image); None: the full image and, from 16 px, half of it.
     resolutions: Callable[[DataSpec], tuple[int, ...]] | None = None
+    # A user's own module (``edge_distill.build(student=module)``): one fixed model, measured against the budgets and
+    # reported when it breaks them, never refused -- the user chose it.
+    fixed: bool = False
 
     def candidates(self, spec: DataSpec) -> list[StudentConfig]:
         if self.resolutions is not None:
@@ -136,6 +139,6 @@ def auto_families(spec: DataSpec) -> tuple[str, ...]:
 
 
 def family_names(task: str) -> list[str]:
-    """The registered families for ``task`` ("vision" or "text")."""
-    return [n for n in STUDENT_FAMILIES.names() if STUDENT_FAMILIES.get(n).task == task]
+    """The registered families for ``task`` ("vision" or "text"); a user's own modules (``fixed``) are no family to offer."""
+    return [n for n in STUDENT_FAMILIES.names() if STUDENT_FAMILIES.get(n).task == task and not getattr(STUDENT_FAMILIES.get(n), "fixed", False)]
 

@@ -38,6 +38,7 @@ class Task:
     default_student: str = ""  # the student family --student auto picks
     device_test_npz: str = ""  # the test split in the .tflite file's input layout, written by bench_targets
     has_classical_baseline: bool = False  # whether classical_baseline gives a non-neural ledger row
+    takes_modules: bool = False  # whether edge_distill.build takes nn.Module teachers and students (checked on a batch of the data)
 
     # ---- options and data
     def claims(self, data: str) -> bool:

@@ -35,6 +35,7 @@ class VisionTask(Task):
     name = "vision"
     default_student = "auto"  # sizing.choose_student: every image family at >= 96 px (models/students.auto_families), cnn below
     device_test_npz = "bench/test_nhwc.npz"
+    takes_modules = True  # the data's images, normalized, are the batch a module is checked and traced on
 
     def check_options(self, options) -> None:
         if options.word_dropout:
