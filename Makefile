@@ -10,12 +10,13 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test test-slow install system-deps wheel clean
 
-$(STAMP): pyproject.toml setup.py
+$(STAMP): pyproject.toml setup.py tests/constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	# torch is pinned to the CPU build; a looser requirement can pull a multi-GB CUDA build.
 	$(BIN)/python -m pip install --quiet "torch==2.13.0"
-	$(BIN)/python -m pip install --quiet -e ".[test,text,pretrained]"
+	# -c: every package the requirements reach at the version the tests ran with (tests/test_docs.py keeps the file current)
+	$(BIN)/python -m pip install --quiet -e ".[test,text,pretrained]" -c tests/constraints.txt
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -71,8 +71,10 @@ class BuildOptions:
     finetune_epochs: int = option(2, "text teachers minilm / hf:DIR: fine-tuning epochs (0: use hf:DIR as it is)")
     trust_pickle: bool = option(False, "allow a pickled teacher checkpoint (it can execute code)")
     teacher_input: str = option("auto", "what a teacher FILE was trained on: normalized (the build's normalization), unit (pixels in [0, 1]), "
-                                        "raw (0..255), or mean=M,std=S (on [0, 1] pixels; per channel M1/M2/M3), optionally with ,nhwc; auto: "
-                                        "the archive's edge_distill.json, else normalized -- and the build stops if another scaling scores "
+                                        "raw (0..255), or mean=M,std=S (on [0, 1] pixels; per channel M1/M2/M3), optionally with ,nhwc and ,size=N "
+                                        "or ,size=WxH (the size it was trained at: the teacher is fed that size, and an image folder is "
+                                        "prepared at it without --image-size); auto: the archive's edge_distill.json (a torch.export file's "
+                                        "fixed input shape gives the size), else normalized -- and the build stops if another scaling scores "
                                         "clearly better")
     # ---- the student and its distillation
     student: str = option("auto", "student family: cnn, dscnn, vgg, mobilenetv2, mobilenetv3, efficientnet-lite (images); textcnn, "
@@ -129,6 +131,9 @@ class BuildOptions:
                                                  "bench, bundle requirements): litert==2.3.0, tflite-runtime==2.14.0 (each set up once in "
                                                  "its own cached venv: needs pip the first time), or converter (the LiteRT onnx2tf pins, "
                                                  "in-process; it has an INT8 BATCH_MATMUL defect)")
+    peer: str = option("none", "also convert the shipped student with a peer toolchain and score it in the same ledger and bench: "
+                               "litert-torch (Google's litert-torch 0.10, fp32 and PT2E INT8 on the build's calibration set, in its "
+                               "own cached venv: needs pip the first time); a peer never ships", choices=("none", "litert-torch"))
     # ---- benchmarks
     bench_warmup: int = option(20, "untimed runs before the timed ones")
     bench_runs: int = option(200, "timed runs per model (latency percentiles over these)")
