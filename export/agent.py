@@ -336,6 +336,10 @@ class OnnxModel:
         opts.intra_op_num_threads = self.threads
         opts.inter_op_num_threads = 1
         opts.log_severity_level = 3
+        if platform.machine().lower() in ("x86_64", "amd64") and "vnni" not in _cpuinfo().get("flags", "vnni"):
+            # ORT's U8S8 int8 kernels saturate 16-bit sums on x86 without VNNI (issue #40); U8U8 is its documented
+            # remedy, and what the build's ledger scored (edge_distill.convert.runtimes.onnx_session).
+            opts.add_session_config_entry("session.x64quantprecision", "1")
         try:
             self.sess = ort.InferenceSession(self.path, sess_options=opts, providers=["CPUExecutionProvider"])
         except Exception as exc:  # ORT raises its own exception types (InvalidProtobuf, Fail, ...)

@@ -4,10 +4,15 @@ QDQ format (QuantizeLinear/DequantizeLinear pairs around each op, which ONNX Run
 kernels), per-channel int8 weights, int8 activations calibrated with min/max on the same calibration
 samples as the TFLite models -- ONNX Runtime's recommended CPU setting -- so the two INT8 rows of the ledger
 differ only in the toolchain.
+
+The ledger scores the file with ORT's exact U8U8 kernels on x86 hosts without VNNI (``runtimes.onnx_session``):
+ORT's default U8S8 kernels saturate there and turned a photo build's 0.985 agreement into 0.76 (issue #40).
+The file itself stays S8S8 with 8-bit weights -- right for ARM, and the same precision as the TFLite INT8.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import platform
 from pathlib import Path
@@ -71,10 +76,12 @@ def quantize_onnx_qdq(onnx_path: Path, calib_nchw: np.ndarray, out_path: Path, w
     return out_path
 
 
+@functools.cache
 def x86_without_vnni() -> bool:
     """True on an x86 CPU without AVX-VNNI / AVX512-VNNI: there ONNX Runtime's u8s8 int8 kernels use an
     instruction (VPMADDUBSW) whose 16-bit intermediate sums can saturate, which ORT documents and answers
-    with ``reduce_range=True``.  ARM CPUs (the targets) and VNNI CPUs are not affected."""
+    with the session option ``session.x64quantprecision`` (U8U8 kernels; ``runtimes.onnx_session`` sets it
+    on such hosts).  ARM CPUs (the targets) and VNNI CPUs are not affected."""
     if platform.machine().lower() not in ("x86_64", "amd64", "i686", "i386"):
         return False
     try:
@@ -84,21 +91,31 @@ def x86_without_vnni() -> bool:
     return "vnni" not in flags
 
 
-def kernel_note(reference: np.ndarray, fused: np.ndarray, simulated: np.ndarray) -> str:
-    """A note for the report when the QDQ model's answers with ORT's integer kernels differ from the same
-    graph run op by op in float by more than one point of top-1 agreement; empty otherwise."""
+def _agreement(logits: np.ndarray, reference: np.ndarray) -> float:
+    return float(np.mean(logits.argmax(1) == reference))
+
+
+def kernel_note(reference: np.ndarray, scored: np.ndarray, simulated: np.ndarray, default_kernels: np.ndarray | None = None) -> str:
+    """What the report must say about the QDQ row's kernels; empty when there is nothing to say.
+
+    ``scored`` are the QDQ model's logits as the ledger scores it, ``simulated`` the same graph run op by op
+    in float, ``default_kernels`` ORT's default kernels when the ledger had to leave them (x86 without VNNI:
+    ``session.x64quantprecision``), else None.  Agreements are top-1 against ``reference`` (the fp32 ONNX)."""
     ref = reference.argmax(1)
-    with_kernels = float(np.mean(fused.argmax(1) == ref))
-    simulated_agreement = float(np.mean(simulated.argmax(1) == ref))
-    if simulated_agreement - with_kernels <= 0.01:
-        return ""
-    cause = (
-        "this build host is x86 without VNNI, where ONNX Runtime's u8s8 int8 kernels can saturate (ORT recommends "
-        "reduce_range=True on such hosts; ARM and VNNI CPUs are not affected)"
-        if x86_without_vnni() else "ONNX Runtime's fused integer kernels change the results on this host"
-    )
-    return (
-        f"onnx_int8_qdq: top-1 agreement with the fp32 ONNX model is {with_kernels:.2%} with ONNX Runtime's integer kernels "
-        f"but {simulated_agreement:.2%} with the same QDQ graph run op by op in float: {cause}. The ledger row is the "
-        "kernel number, measured on this host."
-    )
+    with_kernels, simulated_agreement = _agreement(scored, ref), _agreement(simulated, ref)
+    notes = []
+    if default_kernels is not None:
+        notes.append(
+            f"onnx_int8_qdq: scored with ONNX Runtime's session option session.x64quantprecision=1 (U8U8 integer kernels): "
+            f"this build host is x86 without VNNI, where ORT's default U8S8 kernels saturate 16-bit sums. Top-1 agreement "
+            f"with the fp32 ONNX model is {with_kernels:.2%} with them, {_agreement(default_kernels, ref):.2%} with ORT's default "
+            f"kernels, {simulated_agreement:.2%} with the QDQ graph run op by op in float. ARM and VNNI CPUs are not affected; "
+            "on an x86 host without VNNI, set that option when deploying this file."
+        )
+    if simulated_agreement - with_kernels > 0.01:
+        notes.append(
+            f"onnx_int8_qdq: top-1 agreement with the fp32 ONNX model is {with_kernels:.2%} with ONNX Runtime's integer kernels "
+            f"but {simulated_agreement:.2%} with the same QDQ graph run op by op in float: ONNX Runtime's fused integer kernels "
+            "change the results on this host. The ledger row is the kernel number, measured on this host."
+        )
+    return " ".join(notes)

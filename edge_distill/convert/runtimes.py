@@ -51,10 +51,17 @@ def converter_runtime() -> str:
 
 
 # ---- ONNX ------------------------------------------------------------------------------------------
-def onnx_session(path: Path, threads: int = 2, graph_optimizations: bool = True) -> Any:
+def onnx_session(path: Path, threads: int = 2, graph_optimizations: bool = True, exact_int8: bool | None = None) -> Any:
     """``graph_optimizations=False`` runs a QDQ graph op by op in float (quantization simulated), instead of
     the fused integer kernels ONNX Runtime normally substitutes: it separates quantization error from kernel
-    effects such as int8 overflow."""
+    effects such as int8 overflow.
+
+    ``exact_int8`` sets ORT's ``session.x64quantprecision`` (U8U8 instead of U8S8 integer matmuls); ``None``
+    turns it on exactly where ORT documents that its U8S8 kernels overflow: x86 without VNNI.  There the
+    default kernels sum pairs of u8*s8 products in a saturating 16-bit register (VPMADDUBSW) and a
+    statically quantized conv student loses up to half of its answers (issue #40: 0.76 top-1 agreement vs
+    0.985 for the same file in U8U8 and in LiteRT), so a ledger row scored with them measures this build
+    host, not the quantized model.  ARM (the targets) and VNNI CPUs compute exactly either way."""
     import onnxruntime as ort
 
     path = _require_file(path, "ONNX")
@@ -64,6 +71,12 @@ def onnx_session(path: Path, threads: int = 2, graph_optimizations: bool = True)
     options.intra_op_num_threads = _check_threads(threads)
     options.inter_op_num_threads = 1  # one sample at a time: no independent branches worth a second pool
     options.log_severity_level = 3  # errors only; ORT warns about unused initializers etc.
+    if exact_int8 is None:
+        from .onnx_quant import x86_without_vnni
+
+        exact_int8 = x86_without_vnni()
+    if exact_int8:
+        options.add_session_config_entry("session.x64quantprecision", "1")
     try:
         return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # ORT raises its own pybind exception types (InvalidProtobuf, Fail, ...)
@@ -71,13 +84,15 @@ def onnx_session(path: Path, threads: int = 2, graph_optimizations: bool = True)
 
 
 def run_onnx(
-    path: Path, x_nchw: np.ndarray, threads: int = 2, latencies: list[float] | None = None, graph_optimizations: bool = True
+    path: Path, x_nchw: np.ndarray, threads: int = 2, latencies: list[float] | None = None, graph_optimizations: bool = True,
+    exact_int8: bool | None = None,
 ) -> np.ndarray:
     """Logits (N, classes) as float32 for NCHW float32 ``x_nchw``; loops batch-1 like the exported graph.
 
     With ``latencies``, the wall time of every ``run`` call (seconds) is appended to it.
+    ``graph_optimizations`` and ``exact_int8`` are ``onnx_session``'s.
     """
-    session = onnx_session(path, threads, graph_optimizations)
+    session = onnx_session(path, threads, graph_optimizations, exact_int8)
     model_input = session.get_inputs()[0]
     x = np.asarray(x_nchw)
     if model_input.type == "tensor(float)":
