@@ -41,6 +41,10 @@ def setup_runner(name: str, **kwargs):
     rebuilds, the qemu-only ``suite``/``mirror`` are ignored)."""
     if names_device_runtime(name):
         return setup_device_runtime(name, kwargs.get("root"), progress=kwargs.get("progress"), force=kwargs.get("force", False))
+    from ..convert.peer_litert_torch import names_peer, setup_peer
+
+    if names_peer(name):  # --peer litert-torch's venv: set up ahead of a build, like a device runtime
+        return setup_peer(kwargs.get("root"), progress=kwargs.get("progress"), force=kwargs.get("force", False), spec=name)
     if name not in qemu.SETUPS:
         raise ConfigError(f"Runner {name!r} has no setup step.",
                           f"Runners with one: {', '.join(sorted(qemu.SETUPS))}, and the device runtimes "

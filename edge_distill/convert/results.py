@@ -20,6 +20,8 @@ VARIANTS = (
     "tflite_int16x8",  # int8 weights, int16 activations, int16 input and output
     "tflite_mixed",  # full INT8 except the worst layers, kept in float (quality-gate escalation only)
     "onnx_int8_qdq",  # ONNX Runtime static INT8 (QDQ, per-channel): the peer a user would pick instead
+    "tflite_fp32_litert_torch",  # --peer litert-torch: the same student converted by litert-torch (NHWC input)
+    "tflite_int8_litert_torch",  # --peer litert-torch: its PT2E static INT8 (per-channel weights), same calibration set
 )
 HOPS = ("torch->onnx", "onnx->tflite_fp32", "tflite_fp32->tflite_int8")
 # Variants that may ship as "the INT8 model" when they pass the quality gate, in escalation order.

@@ -17,10 +17,11 @@ class ConvertSettings:
     max_int8_drop: float  # decides how far the quality gate escalates
     seed: int  # seeds the gate's "more calibration" draw
     device_runtime: str  # the runtime that judges the INT8 candidates (bench.device_scoring)
+    peer: str = "none"  # --peer: another toolchain's files beside ours, for the ledger and the bench (never shipped)
 
     @classmethod
     def from_options(cls, options) -> ConvertSettings:
-        return cls(options.max_int8_drop, options.seed, options.device_runtime)
+        return cls(options.max_int8_drop, options.seed, options.device_runtime, options.peer)
 
 
 def convert(run: RunDir, task, settings: ConvertSettings, data: DataResult, sizing, student: StudentResult, teacher: TeacherResult):
@@ -40,6 +41,13 @@ def convert(run: RunDir, task, settings: ConvertSettings, data: DataResult, sizi
         more_calib_x=splits.x_train[more], max_int8_drop=settings.max_int8_drop, threads=os.cpu_count() or 1,
         tflite_logits=tflite_logits, gate_runtime=gate_runtime,
     )
+    if settings.peer == "litert-torch":
+        import dataclasses
+
+        from ..convert.peer_litert_torch import peer_model_files
+
+        peer_files, peer_notes = peer_model_files(run, model, tuple(getattr(model, "input_shape", data.spec.input_shape)), splits.x_calib)
+        result = dataclasses.replace(result, files=result.files + peer_files, notes=result.notes + peer_notes)
     files = [run.path(f.path) for f in result.files]
     return result, files + task.export_for_device(run, data, sizing, teacher)
 

@@ -84,7 +84,8 @@ def fidelity_matrices(run: RunDir, task, settings: FidelityMatrixSettings, conve
     from ..bench.fidelity_matrix import fidelity_matrix
 
     shipped = shipped_file(conversion)
-    models = [shipped] + [f for f in conversion.files if f.variant == "tflite_fp32" and f.path != shipped.path]
+    # --peer litert-torch: its INT8 file gets a matrix too, so the report compares both toolchains' INT8 under every runtime.
+    models = [shipped] + [f for f in conversion.files if f.variant in ("tflite_fp32", "tflite_int8_litert_torch") and f.path != shipped.path]
     files, npz = [], _matrix_samples(run, task.device_test_npz, settings.eval_limit)
     for model_file in models:
         matrix = fidelity_matrix(run.path(model_file.path), npz, settings.runtimes, settings.threads, runs=settings.runs,
