@@ -123,7 +123,7 @@ class RunDir:
         manifest.setdefault("started", {})[stage] = key
         self.write_json(MANIFEST, manifest)
 
-    def record_stage(self, stage: str, key: str, result: Any, files: list[Path], seconds: float) -> None:
+    def record_stage(self, stage: str, key: str, result: Any, files: list[Path], seconds: float, memory: dict | None = None) -> None:
         manifest = self.load_manifest()
         manifest["stages"][stage] = {
             "key": key,
@@ -131,5 +131,6 @@ class RunDir:
             "files": {self.relative(p): sha256_file(p) for p in files},
             "seconds": round(seconds, 3),
             "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            **({"memory": memory} if memory is not None else {}),  # stages/memory.py's StageMemory
         }
         self.write_json(MANIFEST, manifest)

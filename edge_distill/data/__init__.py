@@ -9,6 +9,7 @@ import numpy as np
 
 from ..errors import DataError
 from .builtin import DATASETS
+from .pixels import Pixels, pixel_stats
 from .spec import DataSpec, Splits
 from .splits import balanced_subset, stratified_split
 from .user import check_array_options, is_user_data, load_test_data, load_user_data
@@ -58,15 +59,14 @@ def prepare(name: str, seed: int, calib_count: int, image_size: tuple[int, int] 
     else:
         idx = stratified_split(raw.labels, SPLIT_FRACTIONS, seed)
         images, labels = raw.images, raw.labels
-    scaled = images / np.float32(raw.pixel_scale)
-    mean = float(scaled[idx["train"]].mean())
-    std = float(scaled[idx["train"]].std())
-    x = ((scaled - mean) / std).astype(np.float32)
     calib = idx["train"][balanced_subset(labels[idx["train"]], calib_count, seed + 1)]
+    mean, std, xs = split_images(images, idx, calib, raw.pixel_scale)
+    shape = images.shape[1:]
+    del images  # the splits hold the only copy now (raw's arrays too, unless a test set was concatenated)
     spec = DataSpec(
         name=name,
         task="vision",
-        input_shape=tuple(int(d) for d in images.shape[1:]),  # type: ignore[arg-type]
+        input_shape=tuple(int(d) for d in shape),  # type: ignore[arg-type]
         num_classes=len(raw.class_names),
         class_names=raw.class_names,
         pixel_scale=raw.pixel_scale,
@@ -77,12 +77,50 @@ def prepare(name: str, seed: int, calib_count: int, image_size: tuple[int, int] 
         skipped_images=raw.skipped,
     )
     splits = Splits(
-        x_train=x[idx["train"]], y_train=labels[idx["train"]],
-        x_val=x[idx["val"]], y_val=labels[idx["val"]],
-        x_test=x[idx["test"]], y_test=labels[idx["test"]],
-        x_calib=x[calib], y_calib=labels[calib],
+        x_train=xs["train"], y_train=labels[idx["train"]],
+        x_val=xs["val"], y_val=labels[idx["val"]],
+        x_test=xs["test"], y_test=labels[idx["test"]],
+        x_calib=xs["calib"], y_calib=labels[calib],
     )
     return spec, splits
+
+
+def split_images(images: np.ndarray, idx: dict[str, np.ndarray], calib: np.ndarray, pixel_scale: float) -> tuple[float, float, dict]:
+    """(mean, std, the images of each split).  uint8 photos stay uint8 (``Pixels``, normalized per batch) and are
+    split in place, so the build holds them once; other arrays become normalized float32 as always."""
+    if images.dtype != np.uint8:
+        scaled = images / np.float32(pixel_scale)
+        mean, std = float(scaled[idx["train"]].mean()), float(scaled[idx["train"]].std())
+        x = ((scaled - mean) / std).astype(np.float32)
+        return mean, std, {**{s: x[idx[s]] for s in ("train", "val", "test")}, "calib": x[calib]}
+    mean, std = pixel_stats(images, idx["train"], pixel_scale)
+    order = np.concatenate([idx["train"], idx["val"], idx["test"]])
+    if len(order) != len(images) or len(np.unique(order)) != len(order):  # splits that do not partition the data
+        x = {s: images[idx[s]] for s in ("train", "val", "test")}
+    else:
+        permute_rows(images, order)
+        ends = np.cumsum([len(idx["train"]), len(idx["val"])])
+        x = dict(zip(("train", "val", "test"), np.split(images, ends)))
+    x["calib"] = x["train"][np.searchsorted(idx["train"], calib)]
+    return mean, std, {s: Pixels(v, pixel_scale, mean, std) for s, v in x.items()}
+
+
+def permute_rows(x: np.ndarray, order: np.ndarray) -> None:
+    """``x[:] = x[order]`` in place, one row of scratch memory: a copy of 1.5 GB of photos would double the peak."""
+    done = np.zeros(len(order), bool)
+    for start in range(len(order)):
+        if done[start] or order[start] == start:
+            done[start] = True
+            continue
+        scratch, j = x[start].copy(), start
+        while True:
+            done[j] = True
+            k = int(order[j])
+            if k == start:
+                x[j] = scratch
+                break
+            x[j] = x[k]
+            j = k
 
 
 def check_raw(images: np.ndarray, labels: np.ndarray, num_classes: int, name: str) -> None:

@@ -66,12 +66,12 @@ def load_fashion_mnist() -> RawDataset:
     folder = Path(os.environ.get("EDGE_DISTILL_FASHION_MNIST", FASHION_MNIST_DIR))
     arrays = {key: read_idx(find_idx(folder, stem)) for key, stem in FASHION_MNIST_FILES.items()}
     return RawDataset(
-        images=arrays["train_images"][:, None].astype(np.float32),
+        images=arrays["train_images"][:, None],  # uint8: the data stage keeps photos as bytes
         labels=arrays["train_labels"].astype(np.int64),
         class_names=FASHION_MNIST_CLASSES,
         pixel_scale=255.0,
         source=f"Fashion-MNIST IDX files in {folder} (official 60k train / 10k test)",
-        test_images=arrays["test_images"][:, None].astype(np.float32),
+        test_images=arrays["test_images"][:, None],
         test_labels=arrays["test_labels"].astype(np.int64),
     )
 

@@ -238,29 +238,50 @@ def load_folder(root: Path, size: tuple[int, int] | None = None, channels: int |
             raise DataError(f"Dataset folder {root}: none of its {len(files)} image files can be decoded.", _SKIP_HINT)
     size = size or imageprep.default_size(sizes)
     channels = channels or (3 if colour else 1)
-    images, labels = [], []
-    for label, f in files:
-        if f in skipped:
-            continue
-        try:
-            images.append(imageprep.load_image(f, size, channels))
-        except ImageError as exc:
-            bad(f, exc)
-            continue
-        labels.append(label)
-    if not images:
+    x, labels = decode_images([(label, f) for label, f in files if f not in skipped], size, channels, bad, str(root))
+    if not len(x):
         raise DataError(f"Dataset folder {root}: none of its {len(files)} image files can be decoded.", _SKIP_HINT)
     warn_skipped(root, skipped, str(root))
-    x = np.stack(images).transpose(0, 3, 1, 2).astype(np.float32)
     spread = ""
     if sizes:
         lo, hi = min(sizes, key=lambda s: s[0] * s[1]), max(sizes, key=lambda s: s[0] * s[1])
         spread = f"from {imageprep.format_size(lo)}" + (f"..{imageprep.format_size(hi)}" if hi != lo else "") + " "
-    source = (f"user folder {root} ({len(images)} images, {len(names)} classes, {spread}to {imageprep.format_size(size)} "
+    source = (f"user folder {root} ({len(x)} images, {len(names)} classes, {spread}to {imageprep.format_size(size)} "
               f"{'grey' if channels == 1 else 'RGB'}, {imageprep.RESIZE_POLICY}"
               + (f"; {len(skipped)} undecodable file(s) skipped" if skipped else "") + ")")
     return RawDataset(x, np.array(labels, np.int64), names, 255.0, source, resize=imageprep.RESIZE_POLICY,
                       skipped=tuple(str(f) for f in skipped))
+
+
+def decode_images(files: list[tuple[int, Path]], size: tuple[int, int], channels: int, bad, origin: str) -> tuple[np.ndarray, list[int]]:
+    """The files decoded in parallel into one uint8 (N, C, H, W) array (photos stay bytes: 1/4 of float32), and their labels.
+
+    Threads suffice: Pillow releases the GIL while it decodes and resizes.  Each image is written into its row as it
+    arrives, so the list of decoded images never exists beside the array; rows of files ``bad`` skips are dropped.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    h, w = size
+    out = np.empty((len(files), channels, h, w), np.uint8)
+    ok = np.zeros(len(files), bool)
+
+    def decode(i: int) -> None:
+        try:
+            out[i] = imageprep.load_image(files[i][1], size, channels).transpose(2, 0, 1)
+            ok[i] = True
+        except ImageError:
+            pass  # reported below, in file order
+
+    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+        for i in get_console().progress(pool.map(decode, range(len(files))), len(files), f"decoding {origin}"):
+            pass
+    for i in np.flatnonzero(~ok):  # in file order, so the error (or the skipped list) names the first bad file
+        try:  # decoded again here: bad files are few, and the error comes from the same call as before
+            imageprep.load_image(files[i][1], size, channels)
+        except ImageError as exc:
+            bad(files[i][1], exc)
+    labels = [label for (label, _), good in zip(files, ok) if good]
+    return (out if ok.all() else out[ok]), labels
 
 
 def check_same_classes(origin: str, found: tuple[str, ...], expected: tuple[str, ...]) -> None:
@@ -286,7 +307,7 @@ def load_test_data(name: str, train: RawDataset, skip_bad: bool = False) -> RawD
     if path.is_dir():
         test = load_folder(path, (h, w), c, skip_bad, class_names=train.class_names)
         # Files are 0..255; a model trained on another raw scale (digits: 0..16) sees them as the device does.
-        images = imageprep.to_raw(test.images, train.pixel_scale)
+        images = test.images if train.pixel_scale == 255.0 else imageprep.to_raw(test.images, train.pixel_scale)  # 255: uint8 as is
         return dataclasses.replace(test, images=images, pixel_scale=train.pixel_scale,
                                    source=test.source.replace("user folder", "test folder", 1))
     test = load_npz(path)

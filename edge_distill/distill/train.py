@@ -87,6 +87,13 @@ def accuracy(model: nn.Module, x: np.ndarray, y: np.ndarray, batch_size: int | N
 # Image inference runs channels-last in batches of 128: measured on the 2-core host (vgg teacher, 1 thread,
 # the 6,000 validation images) 3.6 s, against 8.5 s for NCHW inputs in batches of 512 (and 4.3 s channels-last at 512).
 IMAGE_BATCH = 128
+# Larger images get fewer per batch: at 224 px RGB a batch of 128 holds ~0.8 GB in each 32-channel activation (a 1,000-photo
+# build's teacher logits peaked at 2.6 GB RSS, issue #37); this many input values per batch keeps it near 100 MB.
+IMAGE_BATCH_VALUES = 1 << 21
+
+
+def image_batch(shape: tuple[int, ...]) -> int:
+    return max(1, min(IMAGE_BATCH, IMAGE_BATCH_VALUES // max(1, int(np.prod(shape)))))
 
 
 @torch.no_grad()
@@ -98,7 +105,7 @@ def predict_logits(model: nn.Module, x: np.ndarray, batch_size: int | None = Non
     dev = training_device() if home.type == "cpu" else home
     model.to(dev)
     images = x.ndim == 4
-    batch_size = batch_size or (IMAGE_BATCH if images else 512)
+    batch_size = batch_size or (image_batch(x.shape[1:]) if images else 512)
     order = length_order(model, x)
     xs = x[order] if order is not None else x
     layout = memory_format_of(model) if images else None
@@ -179,7 +186,7 @@ def train(
     if images:
         set_memory_format(torch.channels_last, model, extra, teacher)
     net = _wrap_ddp(model, world, dev)
-    xt, yt = torch.from_numpy(x_train), torch.from_numpy(y_train)
+    xt, yt = _rows_as_tensors(x_train), torch.from_numpy(y_train)
     tt = torch.from_numpy(teacher_logits) if teacher_logits is not None else None
     lengths = (xt != cfg.bucket_pad_id).sum(1) if cfg.bucket_pad_id is not None and xt.ndim == 2 else None
     steps = _Steps(net, model, teacher, online, extra, optimizer, scheduler, loss_spec, kd, cfg, augmenting, dev, world, xt, yt, tt, views)
@@ -210,6 +217,25 @@ def train(
     return TrainResult(best_epoch, best_acc, tuple(history), round(elapsed, 3), where)
 
 
+class _PixelRows:
+    """uint8 photos (data/pixels.py) indexed like a tensor: each batch becomes normalized float32 only when it is read."""
+
+    def __init__(self, pixels):
+        self.pixels, self.ndim, self.shape = pixels, pixels.ndim, pixels.shape
+
+    def __len__(self) -> int:
+        return len(self.pixels)
+
+    def __getitem__(self, idx: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(self.pixels[idx])
+
+
+def _rows_as_tensors(x):
+    from ..data.pixels import Pixels
+
+    return _PixelRows(x) if isinstance(x, Pixels) else torch.from_numpy(x)
+
+
 @dataclass(frozen=True)
 class _Steps:
     """What every optimizer step of one ``train`` call uses, gathered once before the first epoch."""
@@ -227,7 +253,7 @@ class _Steps:
     augmenting: bool
     dev: torch.device
     world: procgroup.World | None
-    xt: torch.Tensor
+    xt: torch.Tensor | _PixelRows
     yt: torch.Tensor
     tt: torch.Tensor | None  # cached teacher logits
     views: ViewBank | None

@@ -485,8 +485,14 @@ def _stages(r: Report) -> str | None:
                 f"{num(t.get('original_seconds'))} s" + (" (reused now)" if t.get("reused") else "")) for t in times]
     chart = svg.hbars(bars, title="Seconds each stage took when it was computed", x_label="seconds (wall clock)")
     total = get(r, "total_seconds")
-    return chart + where(f"host wall-clock time; reused stages were computed by an earlier invocation and cost "
-                         f"~0 s now. This invocation: {num(total)} s in all.")
+    rows = [[str(t.get("stage")), num(t.get("seconds")), "reused" if t.get("reused") else "run",
+             "not run now" + (f" ({num(t.get('original_peak_rss_mb'))} when computed)" if t.get("original_peak_rss_mb") is not None else "")
+             if t.get("reused") else num(t.get("peak_rss_mb")), "-" if t.get("reused") else num(t.get("process_peak_mb"))] for t in times]
+    return (chart + where(f"host wall-clock time; reused stages were computed by an earlier invocation and cost "
+                          f"~0 s now. This invocation: {num(total)} s in all.")
+            + table(["stage", "seconds now", "this invocation", "peak RSS MiB (stage)", "process peak RSS MiB so far"], rows)
+            + where("peak RSS: the build process's highest resident set while the stage ran (VmRSS sampled every 50 ms, plus any "
+                    "new ru_maxrss reached in it); 'so far' is ru_maxrss at the stage's end, the peak over all stages until then."))
 
 
 @section("where", "Where each number was measured", "tools", "data")

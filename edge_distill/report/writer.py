@@ -545,14 +545,28 @@ def _pseudo_row(pseudo: dict[str, Any] | None) -> list[list[str]]:
              "hard labels + the teacher's top-1 class on the transfer set"]]
 
 
+def _rss_cells(t: dict[str, Any]) -> list[str]:
+    """This stage's peak and the process's peak so far; a reused stage shows its original peak, bracketed: not run now."""
+    if t.get("reused"):
+        before = t.get("original_peak_rss_mb")
+        return [f"not run ({before:.0f} when computed)" if before is not None else "not run", "-"]
+    peak, so_far = t.get("peak_rss_mb"), t.get("process_peak_mb")
+    return [f"{peak:.0f}" if peak is not None else "-", f"{so_far:.0f}" if so_far is not None else "-"]
+
+
 def _times_md(r: dict[str, Any]) -> list[str]:
     return [
         "## Stage times (this invocation)",
         "",
         _table(
-            ["stage", "seconds", "reused", "seconds when computed"],
-            [[t["stage"], f"{t['seconds']:.2f}", "yes" if t["reused"] else "no", f"{t['original_seconds']:.2f}"] for t in r["stage_times"]],
+            ["stage", "seconds", "reused", "seconds when computed", "peak RSS MiB (this stage)", "process peak RSS MiB so far"],
+            [[t["stage"], f"{t['seconds']:.2f}", "yes" if t["reused"] else "no", f"{t['original_seconds']:.2f}", *_rss_cells(t)]
+             for t in r["stage_times"]],
         ),
+        "",
+        "Peak RSS: the build process's highest resident set while the stage ran (VmRSS sampled every 50 ms, and any new "
+        "ru_maxrss reached in the stage); \"so far\" is ru_maxrss at the stage's end, the process's peak over every stage "
+        "until then. A reused stage did not run now: its peak is the one measured when it was computed, in parentheses.",
         "",
         f"Total: {r['total_seconds']:.1f} s. Tools: " + ", ".join(f"{k} {v}" for k, v in r["tools"].items()) + ".",
         "",

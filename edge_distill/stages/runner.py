@@ -11,6 +11,7 @@ from typing import Any, Callable, TypeVar
 from ..console import Console
 from ..rundir import RunDir, hash_inputs
 from ..serde import from_jsonable, to_jsonable
+from .memory import RssSampler
 from ..versions import __version__
 
 T = TypeVar("T")
@@ -31,6 +32,12 @@ class StageTime:
     seconds: float  # wall time in this invocation
     reused: bool  # true when the result came from the manifest
     original_seconds: float  # wall time when the stage was computed
+    # stages/memory.py: the build process's peak resident set while the stage ran, and ru_maxrss (the peak so far)
+    # at its end, in MiB; None for a reused stage (it did not run: its peak is in `original_peak_rss_mb`).
+    peak_rss_mb: float | None = None
+    process_peak_mb: float | None = None
+    children_peak_mb: float | None = None
+    original_peak_rss_mb: float | None = None
 
 
 @dataclass
@@ -50,14 +57,17 @@ class Stages:
         if entry is not None:
             self.console.stage(name, f"reused (inputs unchanged, computed in {entry['seconds']:.1f} s)")
             result = from_jsonable(cls, entry["result"])
-            self.times.append(StageTime(name, round(time.perf_counter() - t0, 3), True, entry["seconds"]))
+            before = entry.get("memory", {}).get("peak_rss_mb")
+            self.times.append(StageTime(name, round(time.perf_counter() - t0, 3), True, entry["seconds"], original_peak_rss_mb=before))
             return result, key
         self._drop_stale_checkpoints(name, key)
-        result, files = compute()
-        seconds = time.perf_counter() - t0
-        self.run.record_stage(name, key, to_jsonable(result), files, seconds)
-        self.times.append(StageTime(name, round(seconds, 3), False, round(seconds, 3)))
-        self.console.stage(name, f"done in {seconds:.1f} s")
+        with RssSampler() as rss:
+            result, files = compute()
+        seconds, mem = time.perf_counter() - t0, rss.result
+        self.run.record_stage(name, key, to_jsonable(result), files, seconds, memory=to_jsonable(mem))
+        self.times.append(StageTime(name, round(seconds, 3), False, round(seconds, 3), mem.peak_rss_mb, mem.process_peak_mb,
+                                    mem.children_peak_mb, mem.peak_rss_mb))
+        self.console.stage(name, f"done in {seconds:.1f} s, peak RSS {mem.peak_rss_mb:.0f} MiB")
         return result, key
 
     def _drop_stale_checkpoints(self, name: str, key: str) -> None:

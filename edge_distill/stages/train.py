@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 
 from ..console import get_console
 from ..data import DataResult
+from ..data.pixels import take_rows
 from ..errors import ConfigError
 from ..rundir import RunDir
 from ..serde import to_jsonable
@@ -330,7 +331,7 @@ def _fit(run: RunDir, task, settings: StudentSettings, data: DataResult, sizing,
     rows = settings.epoch_rows(len(y_train))
     if rows > len(y_train):  # the --unlabelled baseline: as many steps as the KD student
         repeat = np.resize(np.arange(len(y_train)), rows)
-        x_train, y_train = x_train[repeat], y_train[repeat]
+        x_train, y_train = take_rows(x_train, repeat), y_train[repeat]  # uint8 photos stay uint8
     if transfer is not None:
         x_train, y_train, teacher_logits = _with_transfer(run, task, settings, sizing, transfer, x_train, y_train, teacher_logits)
     return train(model, x_train, y_train, splits.x_val, splits.y_val, cfg, kd, teacher_logits, run.path(checkpoint),

@@ -22,6 +22,8 @@ class VisionDataSettings:
     channels: str  # auto, 1 or 3
     skip_bad_images: bool
     test_data: str | None
+    # How the split file holds photos (data/pixels.py): a new format re-prepares old run directories' data.
+    storage: str = "uint8-pixels"
 
 
 @dataclass(frozen=True)
@@ -149,10 +151,15 @@ class VisionTask(Task):
         return [run.path("teacher/teacher.onnx")]
 
     def bench_targets(self, run, data, sizing, teacher, conversion):
+        import numpy as np
+
         splits = load_splits(run, data)
+        splits_y = splits.y_test
         # The agent reads test data already in each model's input layout: NCHW for ONNX, NHWC for TFLite.
-        write_npz(run, "bench/test_nchw.npz", x=splits.x_test, y=splits.y_test)
-        write_npz(run, self.device_test_npz, x=splits.x_test.transpose(0, 2, 3, 1), y=splits.y_test)
+        x_test = np.asarray(splits.x_test)  # normalized float32 (uint8 photos normalized once, here), as the agent reads it
+        del splits
+        write_npz(run, "bench/test_nchw.npz", x=x_test, y=splits_y)
+        write_npz(run, self.device_test_npz, x=x_test.transpose(0, 2, 3, 1), y=splits_y)
         targets = [("teacher (ONNX Runtime fp32)", run.path("teacher/teacher.onnx"), "bench/test_nchw.npz")]
         return targets + [(f"student {f.variant}", run.path(f.path), self.device_test_npz) for f in conversion.files if f.variant.startswith("tflite")]
 
