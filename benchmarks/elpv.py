@@ -186,7 +186,8 @@ def _accuracy(net, x, y, batch: int = 128) -> float:
 
 
 def run_build(work: Path, name: str, args: list[str]) -> dict:
-    """One ``edge-distill build`` in its own process (its log beside it); returns its report.json."""
+    """One ``edge-distill build`` in its own process (its log beside it); returns its report.json.  Each build's summary is
+    also kept in ``work/builds.json`` as it finishes, so an interrupted run shows how far it got."""
     out = work / "runs" / name
     out.mkdir(parents=True, exist_ok=True)
     cmd = [str(ROOT / ".venv" / "bin" / "edge-distill"), "build", "--out", str(out), *args]
@@ -199,6 +200,10 @@ def run_build(work: Path, name: str, args: list[str]) -> dict:
     report = json.loads((out / "report.json").read_text())
     report["_wall_seconds"] = round(time.perf_counter() - started, 1)
     print(f"  {name}: {report['_wall_seconds']:.0f} s", flush=True)
+    so_far = work / "builds.json"
+    done_builds = json.loads(so_far.read_text()) if so_far.exists() else {}
+    done_builds[name] = summarize(report)
+    so_far.write_text(json.dumps(done_builds, indent=2))
     return report
 
 
@@ -227,7 +232,8 @@ def summarize(report: dict) -> dict:
         "shipped_int8_test": rows[shipped]["accuracy"] if shipped in rows else None,
         "int8_drop_points": report["ledger"].get("gated_drop_points", report["ledger"].get("int8_drop_points")),
         "int8_bytes": (rows.get(shipped) or {}).get("bytes"),
-        "stage_seconds": {k: (v.get("seconds") if isinstance(v, dict) else v) for k, v in (report.get("stage_times") or {}).items()},
+        # A reused stage's time is the one it took when it ran (a resumed benchmark reports what a cold one costs).
+        "stage_seconds": {t["stage"]: t.get("original_seconds") or t["seconds"] for t in report.get("stage_times") or []},
         "wall_seconds": report["_wall_seconds"],
     }
 
@@ -252,7 +258,7 @@ def main() -> None:
     teacher = fine_tune_teacher(work, plan, images, probs, train, test)
     print(f"teacher: test {teacher['test_accuracy']:.4f} ({teacher['seconds']:.0f} s)", flush=True)
     common = ["--data", str(train_dir), "--test-data", str(test_dir), "--teacher", teacher["file"], "--student-epochs", str(plan.student_epochs),
-              "--teacher-views", str(plan.views), "--augment-flip"]
+              "--teacher-views", str(plan.views), "--augment-flip", "--fidelity-runtimes", "converter"]
     builds = {}
     for seed in plan.seeds:
         builds[f"rpi4-seed{seed}"] = summarize(run_build(work, f"rpi4-seed{seed}", ["--profile", "rpi4", "--seed", str(seed), "--student-init", "imagenet", *common]))
