@@ -5,9 +5,12 @@ from __future__ import annotations
 import json
 import os
 import platform
+import subprocess
+import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
 RESULTS = HERE / "results"
 BENCHMARKS_MD = HERE / "BENCHMARKS.md"
 
@@ -37,3 +40,30 @@ def machine() -> str:
     from edge_distill.bench import describe_host
 
     return describe_host() + f" ({platform.machine()} host: these are host numbers, not device numbers)"
+
+
+GATE_FAILED = 3  # the exit status of a build whose INT8 file the quality gate refused (errors.QualityGateError)
+
+
+def run_cli_build(work: Path, name: str, args: list[str], gate_may_fail: bool = False) -> dict:
+    """``edge-distill build --out work/runs/NAME ARGS`` in its own process, as a user runs it (its log beside the run
+    directory); returns its report.json with ``_wall_seconds`` added.  A failed build stops the benchmark, naming its log,
+    except, with ``gate_may_fail``, one the quality gate refused: then ``{"_gate_failed": True, "ledger": ..., "manifest": ...}``
+    from its verify stage and run manifest (there is no report: nothing shipped)."""
+    out = work / "runs" / name
+    out.mkdir(parents=True, exist_ok=True)
+    cmd = [str(ROOT / ".venv" / "bin" / "edge-distill"), "build", "--out", str(out), *args]
+    print("$", " ".join(cmd), flush=True)
+    started = time.perf_counter()
+    with open(out.parent / f"{name}.log", "w") as log:
+        done = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+    if done.returncode == GATE_FAILED and gate_may_fail:
+        print(f"  {name}: the quality gate refused its INT8 file (see {out.parent / f'{name}.log'})", flush=True)
+        return {"_gate_failed": True, "_wall_seconds": round(time.perf_counter() - started, 1),
+                "ledger": json.loads((out / "verify" / "ledger.json").read_text()), "manifest": json.loads((out / "manifest.json").read_text())}
+    if done.returncode != 0:
+        raise SystemExit(f"build {name} failed (exit {done.returncode}); see {out.parent / f'{name}.log'}")
+    report = json.loads((out / "report.json").read_text())
+    report["_wall_seconds"] = round(time.perf_counter() - started, 1)
+    print(f"  {name}: {report['_wall_seconds']:.0f} s", flush=True)
+    return report

@@ -107,7 +107,8 @@ def main() -> None:
         "peak_rss_measured": "ru_maxrss of the build process (os.wait4), the kernel's peak resident set",
         "stages": stages, "log": str(log.relative_to(ROOT)),
         "targets": {"peak_rss_gb": {"value": round(peak_gb, 3), "target": f"< {TARGET_GB} (10,000 photos at 224 px)",
-                                    "met": bool(rc == 0 and peak_gb < TARGET_GB)}},
+                                    # Only the 10,000-photo run answers the target; a smaller one is a plumbing check.
+                                    "met": bool(rc == 0 and peak_gb < TARGET_GB) if count >= 10_000 else None}},
     }
     print(f"wrote {write_results(name, results)}")
     replace_section(name, markdown(results))
@@ -117,7 +118,7 @@ def main() -> None:
 def markdown(r: dict) -> str:
     rows = "\n".join(f"| {s['stage']} | {s['seconds']:.1f} | {s['peak_rss_mb'] if s['peak_rss_mb'] is not None else '-'} | "
                      f"{s['process_peak_mb'] if s['process_peak_mb'] is not None else '-'} |" for s in r["stages"])
-    met = "met" if r["targets"]["peak_rss_gb"]["met"] else "NOT met"
+    met = {True: "met", False: "NOT met", None: "not judged: fewer than 10,000 photos"}[r["targets"]["peak_rss_gb"]["met"]]
     return (f"## Photos: memory of a build on {r['photos']:,} photos at 224 px\n\n"
             f"`benchmarks/photos_memory.py`: {r['photos']:,} generated {r['size']} photos, `{r['command']}` (exit {r['exit_status']}, "
             f"{r['build_seconds']:.0f} s on {r['machine']}).\n\n"

@@ -42,6 +42,15 @@ class LedgerRow:
 
 
 @dataclass(frozen=True)
+class MissingRow:
+    """A model the build asked for that could not be converted (an optional variant, a --peer's file): no accuracy, the reason."""
+
+    name: str
+    variant: str
+    reason: str
+
+
+@dataclass(frozen=True)
 class VerifyResult:
     rows: tuple[LedgerRow, ...]
     n_test: int
@@ -55,6 +64,7 @@ class VerifyResult:
     # Points the shipped file loses against the no-KD fp32 student on the test split (negative: KD + INT8 is better).
     nokd_drop_points: float | None = None
     shipped_student: str = "kd"  # "kd" or "nokd": which trained student the converted files are (StudentChoice)
+    missing: tuple[MissingRow, ...] = ()
 
     def row(self, variant: str) -> LedgerRow:
         for r in self.rows:
@@ -114,10 +124,12 @@ def build_ledger(
     latency_where: str = "",
     baseline_variant: str | None = None,
     shipped_student: str = "kd",
+    missing: tuple[MissingRow, ...] = (),
 ) -> VerifyResult:
     """Score every model; the gate passes when ``deploy_variant`` loses at most ``max_int8_drop`` points against
     ``reference_variant`` (the fp32 student it was converted from).
 
+    ``missing`` are models that could not be converted; the ledger lists them with their reason, unscored.
     ``nokd_drop_points`` says what the shipped file loses against ``baseline_variant``; ``check_against_nokd`` acts on it.
     ``deploy_variant`` defaults to ``int8_variant``; None means the convert stage found no quantized model
     that met the gate, and the ledger fails.
@@ -151,7 +163,7 @@ def build_ledger(
         nokd_drop = round(100 * (by_variant[baseline_variant].accuracy - by_variant[deploy_variant].accuracy), 4)
     passed = gated_drop is not None and gated_drop <= max_int8_drop
     return VerifyResult(rows, len(y_test), reference_variant, int8_drop, max_int8_drop, passed, deploy_variant, gated_drop, latency_where,
-                        nokd_drop, shipped_student)
+                        nokd_drop, shipped_student, tuple(missing))
 
 
 def format_ledger(result: VerifyResult) -> str:
@@ -163,6 +175,7 @@ def format_ledger(result: VerifyResult) -> str:
         lines.append(
             f"{r.name:<28} {r.runtime:<15} {r.accuracy:>7.4f} {r.agreement:>7.4f} {size:>10} {r.params:>9,} {ms:>8}  {r.precision}{ships}"
         )
+    lines += [f"{m.name:<28} could not be converted: {m.reason}" for m in result.missing]
     if result.latency_where:
         lines.append(f"ms: {result.latency_where}")
     return "\n".join(lines)

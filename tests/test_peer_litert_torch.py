@@ -122,14 +122,59 @@ def test_a_model_the_peer_cannot_convert_is_reported_not_raised(tmp_path):
     assert "could not be converted" in result.describe()
 
 
+def test_a_text_student_is_converted_on_its_int32_token_ids(tmp_path):
+    """Token ids go in as they do to our text files (int32, no layout change), and the peer's fp32 file answers as torch does."""
+    python = peer_python()
+    if python is None:
+        pytest.skip(NOT_SET_UP)
+    from edge_distill.convert.runtimes import run_tflite
+
+    class BagOfWords(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.embed, self.head = torch.nn.Embedding(50, 16), torch.nn.Linear(16, 4)
+
+        def forward(self, ids):
+            return self.head(torch.relu(self.embed(ids)).mean(1))
+
+    torch.manual_seed(0)
+    model = BagOfWords().eval()
+    ids = np.random.default_rng(0).integers(0, 50, (32, 12))
+    result = convert_with_litert_torch(model, (12,), ids, tmp_path, python=python)
+    assert PEER_FP32 in result.files, result.errors
+    with torch.no_grad():
+        expected = model(torch.from_numpy(ids)).numpy()
+    np.testing.assert_allclose(run_tflite(result.files[PEER_FP32], ids.astype(np.int32)), expected, atol=1e-4)
+    with pytest.raises(DataError, match="integer token ids"):
+        convert_with_litert_torch(model, (12,), ids.astype(np.float32), tmp_path, python=python)
+
+
+def test_a_peer_that_cannot_be_set_up_leaves_a_ledger_row_for_each_of_its_files(tmp_path, monkeypatch):
+    """No peer venv yet and a package index that has no litert-torch (an empty folder, so pip really runs and fails): the
+    build goes on, and each peer variant comes back as an ``Unconverted`` that the ledger lists with pip's reason."""
+    from edge_distill.convert.peer_litert_torch import peer_model_files
+    from edge_distill.rundir import RunDir
+
+    (tmp_path / "empty-index").mkdir()
+    monkeypatch.setenv("EDGE_DISTILL_RUNTIME_CACHE", str(tmp_path / "runtimes"))
+    monkeypatch.setenv("PIP_CONFIG_FILE", "/dev/null")
+    monkeypatch.setenv("PIP_INDEX_URL", (tmp_path / "empty-index").as_uri())
+    monkeypatch.delenv("PIP_FIND_LINKS", raising=False)
+    monkeypatch.delenv("PIP_EXTRA_INDEX_URL", raising=False)
+    files, failed, _ = peer_model_files(RunDir(tmp_path / "run"), TinyConv().eval(), (1, 8, 8), np.zeros((4, 1, 8, 8), np.float32))
+    assert files == ()
+    assert [f.variant for f in failed] == [PEER_FP32, PEER_INT8]
+    assert all("not run" in f.reason and "litert-torch" in f.reason for f in failed), failed
+
+
 def test_bad_input_is_refused_before_the_peer_runs(tmp_path):
     model = TinyConv().eval()
     with pytest.raises(DataError, match="expected"):
         convert_with_litert_torch(model, (1, 8, 8), np.zeros((4, 1, 9, 9), np.float32), tmp_path, python="/nonexistent")
     with pytest.raises(DataError, match="finite"):
         convert_with_litert_torch(model, (1, 8, 8), np.full((4, 1, 8, 8), np.nan, np.float32), tmp_path, python="/nonexistent")
-    with pytest.raises(ConfigError, match="image students"):
-        convert_with_litert_torch(model, (16,), np.zeros((4, 16), np.int64), tmp_path, python="/nonexistent")
+    with pytest.raises(ConfigError, match="token-id students"):  # neither an image (C, H, W) nor token ids (L,)
+        convert_with_litert_torch(model, (4, 16), np.zeros((4, 4, 16), np.float32), tmp_path, python="/nonexistent")
 
 
 def test_the_peer_is_named_and_versioned():

@@ -190,6 +190,24 @@ def test_markdown_and_html_are_drawn_from_the_same_numbers(run):
     assert np.isclose(report["ledger"]["int8_drop_points"], float(re.search(r"lost <b>(-?[\d.]+)</b>", html).group(1)), atol=0.005)
 
 
+def test_a_model_that_could_not_be_converted_keeps_a_ledger_row_with_the_reason(run):
+    """An optional variant (a --peer's file, ONNX Runtime INT8) that failed is listed, unscored, with the converter's words."""
+    from edge_distill.serde import from_jsonable, to_jsonable
+    from edge_distill.verify import MissingRow, VerifyResult, format_ledger
+
+    _, report = run
+    r = copy.deepcopy(report)
+    reason = "litert-torch 0.10.0: aten.fft_rfft2 has no TFLite lowering | see\n  the log"
+    r["ledger"]["missing"] = [to_jsonable(MissingRow("student tflite_int8_litert_torch", "tflite_int8_litert_torch", reason))]
+    md = render_markdown(r)
+    row = next(line for line in md.splitlines() if line.startswith("| student tflite_int8_litert_torch"))
+    assert "could not be converted: litert-torch 0.10.0: aten.fft_rfft2 has no TFLite lowering \\| see the log" in row  # one line, pipe escaped
+    assert row.count(" | ") == md.splitlines()[md.splitlines().index(row) - 1].count(" | ")  # as many cells as the row above
+    assert f"could not be converted: {reason}" in render_html(r)
+    assert reason in format_ledger(from_jsonable(VerifyResult, r["ledger"]))
+    assert report["ledger"].get("missing") == []  # this build converted everything it asked for
+
+
 # ---- the fidelity matrix (every build) ----------------------------------------------------------
 
 

@@ -164,3 +164,33 @@ def test_build_with_device_cuda_on_a_cpu_torch_stops_before_training(tmp_path, c
     err = capsys.readouterr().err
     assert code != 0 and "sees no CUDA GPU" in err and "Traceback" not in err
     assert not (tmp_path / "run" / "teacher").exists()
+
+
+def test_a_batch_too_large_for_memory_is_trained_in_micro_batches_with_the_same_step(tmp_path, monkeypatch):
+    """Large photos: each batch runs in pieces whose gradients add up to the whole batch's, so without BatchNorm the
+    weights after an epoch are the ones one piece would give, and every input value of a piece fits the budget."""
+    import torch
+
+    import importlib
+
+    train_module = importlib.import_module("edge_distill.distill.train")  # the module, not the function the package exports
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((40, 3, 16, 16)).astype(np.float32)
+    y = rng.integers(0, 3, 40)
+    idx = torch.arange(32)
+    assert len(train_module.micro_batches(idx, (3, 16, 16))) == 1  # 24 K values: one piece
+    monkeypatch.setattr(train_module, "TRAIN_BATCH_VALUES", 3 * 16 * 16 * 10)
+    pieces = train_module.micro_batches(idx, (3, 16, 16))
+    assert [len(p) for p in pieces] == [8, 8, 8, 8] and torch.equal(torch.cat(pieces), idx)
+
+    def trained(budget):
+        monkeypatch.setattr(train_module, "TRAIN_BATCH_VALUES", budget)
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(4 * 14 * 14, 3))
+        train(model, x, y, x[:8], y[:8], TrainConfig(epochs=1, batch_size=32), KDConfig(loss="ce"), None, tmp_path / f"{budget}.ckpt", "t")
+        return [p.detach().clone() for p in model.parameters()]
+
+    whole, in_pieces = trained(1 << 30), trained(3 * 16 * 16 * 10)
+    for a, b in zip(whole, in_pieces):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)

@@ -2,8 +2,8 @@
 
     python litert_torch_worker.py PROGRAM.pt2 CALIB.npz OUT_DIR RESULT.json
 
-PROGRAM.pt2 is a ``torch.export`` program of the student that already takes NHWC float32 input (the host wraps it),
-so both files this writes take the same input as our onnx2tf files.  It writes ``fp32.tflite`` (litert-torch's
+PROGRAM.pt2 is a ``torch.export`` program of the student that already takes NHWC float32 input (the host wraps it;
+a text student takes int32 token ids), so both files this writes take the same input as our onnx2tf files.  It writes ``fp32.tflite`` (litert-torch's
 float conversion) and ``int8.tflite`` (PT2E static INT8: per-channel symmetric int8 weights, per-tensor int8
 activations, observers fed CALIB.npz's ``x``, the build's own calibration samples), then RESULT.json:
 
@@ -89,7 +89,7 @@ def main(argv: list[str]) -> int:
     result: dict = {"versions": _versions()}
     try:
         module = torch.export.load(str(program)).module()
-        calib = np.load(calib_npz)["x"].astype(np.float32, copy=False)
+        calib = np.load(calib_npz)["x"]  # NHWC float32 pixels, or int32 token ids: the program's own input dtype
     except Exception as exc:  # noqa: BLE001
         result["error"] = f"could not read the exported student or calibration samples: {_error_text(exc)}"
     else:

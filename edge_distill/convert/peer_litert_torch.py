@@ -21,6 +21,7 @@ import json
 import re
 import subprocess
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -124,13 +125,19 @@ def _channels_last_input(model):
     return ChannelsLastInput(model).eval()
 
 
-def _check_inputs(input_chw: tuple[int, ...], calib_nchw: np.ndarray) -> np.ndarray:
-    if len(input_chw) != 3:
-        raise ConfigError(f"The litert-torch peer converts image students (input C, H, W); this one takes {tuple(input_chw)}.",
-                          "Leave --peer out for text students.")
-    calib = np.asarray(calib_nchw)
-    if calib.ndim != 4 or tuple(calib.shape[1:]) != tuple(input_chw) or len(calib) == 0:
-        raise DataError(f"Peer calibration samples have shape {calib.shape}, expected (N ≥ 1, {', '.join(map(str, input_chw))}).")
+def _check_inputs(input_shape: tuple[int, ...], calib: np.ndarray) -> np.ndarray:
+    """The calibration samples as the peer's program takes them: NHWC float32 for an image student (C, H, W), int32 token
+    ids for a text student (L,) -- the input dtypes and layouts of our own TFLite files."""
+    if len(input_shape) not in (1, 3):
+        raise ConfigError(f"The litert-torch peer converts image students (input C, H, W) and token-id students (input L); this one "
+                          f"takes {tuple(input_shape)}.", "Leave --peer out for this student.")
+    calib = np.asarray(calib)
+    if calib.ndim != len(input_shape) + 1 or tuple(calib.shape[1:]) != tuple(input_shape) or len(calib) == 0:
+        raise DataError(f"Peer calibration samples have shape {calib.shape}, expected (N ≥ 1, {', '.join(map(str, input_shape))}).")
+    if len(input_shape) == 1:
+        if calib.dtype.kind not in "iu":
+            raise DataError(f"Peer calibration samples of a text student must be integer token ids, got {calib.dtype}.")
+        return np.ascontiguousarray(calib, dtype=np.int32)
     if calib.dtype.kind != "f" or not np.all(np.isfinite(calib)):
         raise DataError(f"Peer calibration samples must be finite floats (the student's normalized input), got {calib.dtype}.")
     return np.ascontiguousarray(calib.transpose(0, 2, 3, 1), dtype=np.float32)
@@ -143,7 +150,8 @@ def _export_program(model, sample_nhwc: np.ndarray, path: Path) -> str:
     import torch
 
     try:
-        wrapped = _channels_last_input(copy.deepcopy(model).cpu().eval())
+        student = copy.deepcopy(model).cpu().eval()
+        wrapped = _channels_last_input(student) if sample_nhwc.ndim == 4 else student  # token ids need no permute
         with torch.no_grad():
             program = torch.export.export(wrapped, (torch.from_numpy(sample_nhwc),))
         torch.export.save(program, str(path))
@@ -171,8 +179,9 @@ def _run_worker(python: Path, program: Path, calib: Path, out: Path, timeout_s: 
 
 def convert_with_litert_torch(model, input_chw: tuple[int, ...], calib_nchw: np.ndarray, out_dir: Path | str, *,
                               python: Path | str | None = None, timeout_s: float = 1800) -> PeerResult:
-    """Convert ``model`` (a torch student taking NCHW ``input_chw``) with litert-torch to fp32 and PT2E INT8 files
-    under ``out_dir`` (``PEER_FILE_NAMES``), both taking NHWC float32 input.  Calibrates on ``calib_nchw``.
+    """Convert ``model`` (a torch student taking NCHW ``input_chw``, or int token ids of shape ``(L,)``) with litert-torch
+    to fp32 and PT2E INT8 files under ``out_dir`` (``PEER_FILE_NAMES``), both taking NHWC float32 input (int32 ids for
+    a text student).  Calibrates on ``calib_nchw``.
 
     Never raises for a conversion that fails: its text is in ``errors``.  Raises ``ConfigError``/``DataError`` for
     input it cannot take and ``BenchError`` when the peer venv cannot be set up."""
@@ -205,25 +214,28 @@ def convert_with_litert_torch(model, input_chw: tuple[int, ...], calib_nchw: np.
 
 def peer_model_files(run, model, input_chw: tuple[int, ...], calib_nchw: np.ndarray, subdir: str = "student"):
     """The convert stage's side of ``--peer litert-torch``: (``ModelFile``s for the peer files written under
-    ``subdir``, notes on what could not be converted).  Never raises for the peer's own failures -- venv set-up
-    included: the build goes on without the row, and the report says why."""
+    ``subdir``, an ``Unconverted`` per variant that could not be made, wall seconds per variant and in total).  Never raises for the peer's own failures --
+    venv set-up included: the build goes on, and the ledger's row for that variant says why."""
     from ..errors import EdgeDistillError
     from .model_info import model_file_info
+    from .results import Unconverted
 
     say = get_console()
     out_dir = run.path(subdir)
     for name in PEER_FILE_NAMES.values():  # an earlier build's peer file must not pass for this student's
         (out_dir / name).unlink(missing_ok=True)
+    started = time.perf_counter()
     try:
         result = convert_with_litert_torch(model, input_chw, calib_nchw, out_dir)
     except EdgeDistillError as exc:
-        note = f"litert-torch peer: not run — {exc.message}" + (f" ({exc.hint})" if exc.hint else "")
-        say.warn(note)
-        return (), (note,)
+        reason = f"litert-torch peer not run — {exc.message}" + (f" ({exc.hint})" if exc.hint else "")
+        say.warn(reason)
+        return (), tuple(Unconverted(v, reason) for v in PEER_FILE_NAMES), {}
+    seconds = {**result.seconds, f"{PEER_NAME} total": round(time.perf_counter() - started, 2)}
     say.info(result.describe())
     files = tuple(model_file_info(run, v, p, tuple(input_chw)) for v, p in result.files.items())
-    notes = tuple(f"{v} (litert-torch {result.versions.get('litert-torch') or PEER_VERSION}): could not be converted — {e}"
-                  for v, e in result.errors.items())
-    for note in notes:
-        say.warn(note)
-    return files, notes
+    version = result.versions.get("litert-torch") or PEER_VERSION
+    failed = tuple(Unconverted(v, f"litert-torch {version}: {e}") for v, e in result.errors.items())
+    for f in failed:
+        say.warn(f"{f.variant} could not be converted — {f.reason}")
+    return files, failed, seconds

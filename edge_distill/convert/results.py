@@ -6,7 +6,7 @@ resumed build gets the same objects back.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 # Every file the convert stage can write.  The name says what the file is, never what we hoped it would be:
 # "tflite_int8" is always full-integer int8 (activations and I/O included); a model with float layers left in
@@ -167,6 +167,14 @@ class LayerError:
 
 
 @dataclass(frozen=True)
+class Unconverted:
+    """A variant the build asked for that could not be made: the ledger keeps a row for it, with the converter's words."""
+
+    variant: str
+    reason: str
+
+
+@dataclass(frozen=True)
 class ConvertResult:
     files: tuple[ModelFile, ...]
     checks: tuple[HopCheck, ...]
@@ -175,7 +183,11 @@ class ConvertResult:
     layer_errors: tuple[LayerError, ...] = ()  # worst first
     layer_error_note: str = ""  # what the per-layer analysis ran on, or why it could not run
     calibration: CalibrationInfo | None = None
-    notes: tuple[str, ...] = ()  # optional variants that could not be built, and why
+    notes: tuple[str, ...] = ()  # what the report should say about the conversion (kernels used, a file that could not be used)
+    unconverted: tuple[Unconverted, ...] = ()  # optional variants (ONNX Runtime INT8, a --peer's files) that could not be built
+    # Wall seconds of the peers' own conversions (``onnx_int8_qdq``; a --peer's variants, and its whole call as
+    # "<peer> total": export, venv start, both files), so a comparison can set them against the rest of the stage.
+    peer_seconds: dict[str, float] = field(default_factory=dict)
     gate_runtime: str = ""  # the TFLite runtime that judged the INT8 candidates, e.g. "ai_edge_litert 2.3.0 (device runtime)"
 
     @property

@@ -40,7 +40,7 @@ from .escalate import Judge, Ladder, Outcome, climb
 from .model_info import model_file_info
 from .onnx_export import OPSET, export_onnx
 from .quiet import captured_output
-from .results import CalibrationInfo, ConvertResult, HopCheck, LayerError, ModelFile, reference_kernels_note
+from .results import CalibrationInfo, ConvertResult, HopCheck, LayerError, ModelFile, Unconverted, reference_kernels_note
 from .runtimes import converter_runtime, run_onnx, run_tflite, tflite_interpreter
 from .tflite_convert import onnx_to_tflite_fp32
 
@@ -120,15 +120,15 @@ def _scratch_tempdir(work: Path) -> Iterator[None]:
             os.environ["TMPDIR"] = saved_env
 
 
-def _optional(notes: list[str], variant: str, build: Callable[[], Path]) -> Path | None:
-    """Build an optional ledger variant; a failure becomes a note in the result instead of failing the build."""
+def _optional(failed: list[Unconverted], variant: str, build: Callable[[], Path]) -> Path | None:
+    """Build an optional ledger variant; a failure becomes a ledger row that says why, instead of failing the build."""
     try:
         with captured_output() as log:
             return build()
     except ConversionError as exc:
         reason = exc.message.splitlines()[0] if exc.message else "unknown error"
         tail = log.tail(3)
-        notes.append(f"{variant}: not built — {reason}" + (f" ({tail.splitlines()[-1][:200]})" if tail else ""))
+        failed.append(Unconverted(variant, reason + (f" ({tail.splitlines()[-1][:200]})" if tail else "")))
         return None
 
 
@@ -289,6 +289,8 @@ class _Conversion:
         # What the result reports, filled in hop by hop.
         self.checks: list[HopCheck] = []
         self.notes: list[str] = []
+        self.unconverted: list[Unconverted] = []
+        self.peer_seconds: dict[str, float] = {}
         self.layer_errors: list[LayerError] = []
         self.layer_note = ""
         self.built: dict[str, Path] = {}
@@ -300,7 +302,7 @@ class _Conversion:
         self.console.stage("convert", message)
 
     def _build_optional(self, variant: str, build: Callable[[], Path]) -> None:
-        _store(self.built, variant, _optional(self.notes, variant, build))
+        _store(self.built, variant, _optional(self.unconverted, variant, build))
 
     # ---- torch -> ONNX ------------------------------------------------------------------------------------
 
@@ -462,8 +464,10 @@ class _Conversion:
         from .onnx_quant import quantize_onnx_qdq
 
         self._stage("ONNX Runtime static INT8 (QDQ, per-channel)")
+        started = time.perf_counter()
         self._build_optional("onnx_int8_qdq", lambda: quantize_onnx_qdq(
             self.onnx_path, self.calib_x, self.work / FILE_NAMES["onnx_int8_qdq"], self.work / "ort"))
+        self.peer_seconds["onnx_int8_qdq"] = round(time.perf_counter() - started, 2)
         if "onnx_int8_qdq" in self.built:
             from .onnx_quant import kernel_note, x86_without_vnni
 
@@ -508,6 +512,8 @@ class _Conversion:
             layer_error_note=self.layer_note,
             calibration=self.calibration,
             notes=tuple(self.notes),
+            unconverted=tuple(self.unconverted),
+            peer_seconds=dict(self.peer_seconds),
             gate_runtime=self.gate_runtime,
         )
 

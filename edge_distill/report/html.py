@@ -311,7 +311,9 @@ def _ledger(r: Report) -> str | None:
     tbl = table(
         ["model", "variant", "runtime", "test accuracy", "agreement with fp32 student", "file bytes", "params", "precision"],
         [[row.get("name"), row.get("variant"), row.get("runtime"), pct(row.get("accuracy")), pct(row.get("agreement")),
-          num(row.get("bytes")), num(row.get("params")), row.get("precision")] for row in rows],
+          num(row.get("bytes")), num(row.get("params")), row.get("precision")] for row in rows]
+        + [[m.get("name"), m.get("variant"), "-", f"could not be converted: {m.get('reason')}", "-", "-", "-", "-"]
+           for m in get(r, "ledger.missing", []) or [] if isinstance(m, dict)],
     )
     drop, allowed, ok = get(r, "ledger.int8_drop_points"), get(r, "ledger.max_int8_drop"), get(r, "ledger.passed")
     gate = ""

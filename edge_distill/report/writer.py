@@ -136,7 +136,8 @@ def rerender(run_dir: str | Path) -> list[Path]:
 
 def _table(header: list[str], rows: list[list[Any]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    # A cell is one line with no bare pipe, whatever it holds (a converter's multi-line error, say).
+    lines += ["| " + " | ".join(" ".join(str(c).split()).replace("|", "\\|") for c in row) + " |" for row in rows]
     return "\n".join(lines)
 
 
@@ -441,7 +442,7 @@ def _ledger_md(led: dict[str, Any]) -> list[str]:
                  "-" if row["bytes"] is None else f"{row['bytes']:,}", f"{row['params']:,}",
                  "-" if row.get("latency_ms") is None else f"{row['latency_ms']:.4f}", row["precision"]]
                 for row in led["rows"]
-            ],
+            ] + [[m["name"], "-", f"could not be converted: {m['reason']}", "-", "-", "-", "-", "-"] for m in led.get("missing") or []],
         ),
         "",
     ]

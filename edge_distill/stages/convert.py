@@ -46,8 +46,9 @@ def convert(run: RunDir, task, settings: ConvertSettings, data: DataResult, sizi
 
         from ..convert.peer_litert_torch import peer_model_files
 
-        peer_files, peer_notes = peer_model_files(run, model, tuple(getattr(model, "input_shape", data.spec.input_shape)), splits.x_calib)
-        result = dataclasses.replace(result, files=result.files + peer_files, notes=result.notes + peer_notes)
+        peer_files, peer_failed, seconds = peer_model_files(run, model, tuple(getattr(model, "input_shape", data.spec.input_shape)), splits.x_calib)
+        result = dataclasses.replace(result, files=result.files + peer_files, unconverted=result.unconverted + peer_failed,
+                                     peer_seconds={**result.peer_seconds, **seconds})
     files = [run.path(f.path) for f in result.files]
     return result, files + task.export_for_device(run, data, sizing, teacher)
 

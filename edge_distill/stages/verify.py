@@ -38,7 +38,7 @@ def verify(run: RunDir, task, settings: VerifySettings, data: DataResult, sizing
            classical=None):
     """With --unlabelled the pseudo-label student gets its own fp32 row beside the two other students, with --init prune the
     from-scratch KD twin of the pruned student."""
-    from ..verify import build_ledger
+    from ..verify import MissingRow, build_ledger
 
     splits = load_splits(run, data)
     x = task.student_splits(run, data, sizing).x_test
@@ -57,7 +57,8 @@ def verify(run: RunDir, task, settings: VerifySettings, data: DataResult, sizing
     # also holds them to the no-KD student.
     reference = "torch_fp32" if settings.shipped_student == "kd" else "nokd_torch_fp32"
     result = build_ledger(scored, splits.y_test, reference, "tflite_int8", settings.max_int8_drop, conversion.deploy_variant, where,
-                          baseline_variant="nokd_torch_fp32", shipped_student=settings.shipped_student)
+                          baseline_variant="nokd_torch_fp32", shipped_student=settings.shipped_student,
+                          missing=tuple(MissingRow(f"student {u.variant}", u.variant, u.reason) for u in conversion.unconverted))
     run.write_json("verify/ledger.json", to_jsonable(result))
     return result, [run.path("verify/ledger.json")]
 

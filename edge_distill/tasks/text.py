@@ -205,7 +205,8 @@ class TextTask(Task):
         if run.path("teacher/teacher.onnx").is_file():
             write_npz(run, "bench/teacher_test_ids.npz", x=teacher_inputs(run, teacher, splits, "test"), y=splits.y_test)
             targets.append(("teacher (ONNX Runtime fp32)", run.path("teacher/teacher.onnx"), "bench/teacher_test_ids.npz"))
-        return targets + [(f"student {f.variant}", run.path(f.path), TEXT_TEST_NPZ) for f in conversion.files if f.variant.startswith("tflite")]
+        return targets + [(f"student {f.variant}", run.path(f.path), TEXT_TEST_NPZ) for f in conversion.files
+                          if f.variant.startswith("tflite") or f.variant == "onnx_int8_qdq"]  # ONNX Runtime INT8: the peer, on this host
 
     def bundle_input(self, run, data):
         """The device tokenizes with the student's tokenizer file and export/tokenizer.py."""

@@ -161,7 +161,9 @@ class VisionTask(Task):
         write_npz(run, "bench/test_nchw.npz", x=x_test, y=splits_y)
         write_npz(run, self.device_test_npz, x=x_test.transpose(0, 2, 3, 1), y=splits_y)
         targets = [("teacher (ONNX Runtime fp32)", run.path("teacher/teacher.onnx"), "bench/test_nchw.npz")]
-        return targets + [(f"student {f.variant}", run.path(f.path), self.device_test_npz) for f in conversion.files if f.variant.startswith("tflite")]
+        # ONNX Runtime's INT8 is the peer a user would pick instead: timed by the same agent, on this host (NCHW).
+        return targets + [(f"student {f.variant}", run.path(f.path), self.device_test_npz if f.variant.startswith("tflite") else "bench/test_nchw.npz")
+                          for f in conversion.files if f.variant.startswith("tflite") or f.variant == "onnx_int8_qdq"]
 
     def bundle_input(self, run, data):
         shape = tuple(data.spec.input_shape)
