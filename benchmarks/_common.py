@@ -42,9 +42,6 @@ def machine() -> str:
     return describe_host() + f" ({platform.machine()} host: these are host numbers, not device numbers)"
 
 
-GATE_FAILED = 3  # the exit status of a build whose INT8 file the quality gate refused (errors.QualityGateError)
-
-
 def run_cli_build(work: Path, name: str, args: list[str], gate_may_fail: bool = False) -> dict:
     """``edge-distill build --out work/runs/NAME ARGS`` in its own process, as a user runs it (its log beside the run
     directory); returns its report.json with ``_wall_seconds`` added.  A failed build stops the benchmark, naming its log,
@@ -57,7 +54,9 @@ def run_cli_build(work: Path, name: str, args: list[str], gate_may_fail: bool = 
     started = time.perf_counter()
     with open(out.parent / f"{name}.log", "w") as log:
         done = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
-    if done.returncode == GATE_FAILED and gate_may_fail:
+    from edge_distill.errors import QualityGateError
+
+    if done.returncode == QualityGateError.exit_code and gate_may_fail:
         print(f"  {name}: the quality gate refused its INT8 file (see {out.parent / f'{name}.log'})", flush=True)
         return {"_gate_failed": True, "_wall_seconds": round(time.perf_counter() - started, 1),
                 "ledger": json.loads((out / "verify" / "ledger.json").read_text()), "manifest": json.loads((out / "manifest.json").read_text())}

@@ -42,9 +42,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import machine, replace_section, run_cli_build, write_results  # noqa: E402
+from _common import ROOT, machine, replace_section, run_cli_build, write_results  # noqa: E402
 
-ROOT = Path(__file__).resolve().parent.parent
 DATASET = "elpv-dataset==1.0.0.post1"
 LICENCE = "ELPV dataset: CC BY-NC-SA 4.0 (Buerhop-Lutz et al. 2018; Deitsch et al. 2019, 2021); installed at run time, never committed"
 PUBLISHED_CNN, PUBLISHED_SVM = 0.8842, 0.8244  # Deitsch et al., Solar Energy 2019 (abstract)

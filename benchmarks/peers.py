@@ -99,13 +99,16 @@ def interleaved_p50(run_dir: Path, figures: dict, rounds: int, threads: int = 2)
     fresh agent process on the same threads: a busy moment on this host then hits all three alike.  Median over rounds."""
     from edge_distill.bench import bench_model
     from edge_distill.bench.device_scoring import device_python
+    from edge_distill.tasks.text import TEXT_TEST_NPZ
+    from edge_distill.tasks.vision import VisionTask
 
     report = json.loads((run_dir / "report.json").read_text())
     paths = {f["variant"]: run_dir / f["path"] for f in report["conversion"]["files"]}
     tflite_python = device_python(report["options"]["device_runtime"])
     vision = report["data"]["spec"]["task"] == "vision"
-    npz = {".tflite": run_dir / ("bench/test_nhwc.npz" if vision else "bench/test_ids.npz"),
-           ".onnx": run_dir / ("bench/test_nchw.npz" if vision else "bench/test_ids.npz")}
+    # The files the bench stage wrote: TFLite reads NHWC pixels, ONNX NCHW (vision.py); text models read the same ids.
+    npz = {".tflite": run_dir / (VisionTask.device_test_npz if vision else TEXT_TEST_NPZ),
+           ".onnx": run_dir / ("bench/test_nchw.npz" if vision else TEXT_TEST_NPZ)}
     timed: dict[str, list[float]] = {}
     for _ in range(rounds):
         for name, f in figures["converters"].items():
