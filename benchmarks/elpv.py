@@ -42,7 +42,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import ROOT, machine, replace_section, run_cli_build, write_results  # noqa: E402
+from _common import RESULTS, ROOT, machine, replace_section, run_cli_build, write_results  # noqa: E402
 
 DATASET = "elpv-dataset==1.0.0.post1"
 LICENCE = "ELPV dataset: CC BY-NC-SA 4.0 (Buerhop-Lutz et al. 2018; Deitsch et al. 2019, 2021); installed at run time, never committed"
@@ -212,6 +212,16 @@ def run_build(work: Path, name: str, args: list[str]) -> dict:
     return report
 
 
+def earlier_builds(path: Path, made_now: set[str]) -> dict:
+    """The builds of an earlier results file that this run did not make, each marked with when and against which teacher it ran:
+    a build is compared within itself (KD against fine-tuning on one teacher), so seeds run in different sessions still pair up."""
+    if not path.exists():
+        return {}
+    earlier = json.loads(path.read_text())
+    return {name: {**b, "from_earlier_run": earlier.get("run_date") or "an earlier run (no date recorded)"}
+            for name, b in earlier.get("builds", {}).items() if name not in made_now}
+
+
 def summarize(report: dict) -> dict:
     """The numbers the table needs from one build's report.json (or, when the quality gate refused the build, its ledger)."""
     rows = {r["variant"]: r for r in report["ledger"]["rows"]}
@@ -278,6 +288,8 @@ def main() -> None:
     parser.add_argument("--only", default=None, help="comma-separated build names to run (the others are left out of this run)")
     parser.add_argument("--budget-minutes", type=float, default=None,
                         help="start no further build once this much time has passed; the results say which builds are missing")
+    parser.add_argument("--keep-earlier", action="store_true",
+                        help="keep the builds of the present results file that this run does not make (each is marked with the run it came from)")
     args = parser.parse_args()
     plan = QUICK if args.quick else FULL
     work = Path(args.work) / ("quick" if args.quick else "full")
@@ -301,8 +313,12 @@ def main() -> None:
             print(f"budget of {args.budget_minutes} min spent: {name} not started", flush=True)
             break
         builds[name] = summarize(run_build(work, name, build_args))
+    if args.keep_earlier:
+        builds = {**earlier_builds(RESULTS / ("elpv_quick.json" if args.quick else "elpv.json"), set(builds)), **builds}
+        builds = {name: builds[name] for name in planned if name in builds}
     results = assemble(plan, args.quick, teacher, builds, time.perf_counter() - started, n_train, n_test)
     results["missing_builds"] = [name for name in planned if name not in builds]
+    results["run_date"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     results["load_average_at_end"] = [round(v, 2) for v in os.getloadavg()]  # 1/5/15 min: > 2 on this host means it was shared
     path = write_results("elpv_quick" if args.quick else "elpv", results)
     print(json.dumps(results["targets"], indent=2))
@@ -359,7 +375,8 @@ def render_markdown(r: dict) -> str:
             "|---|---|---|---|---|---|---|---|---|---|"]
     pct = lambda v: "–" if v is None else f"{100 * v:.1f} %"  # noqa: E731
     for name, s in b.items():
-        rows.append(f"| {name} | `{s['student_label']}` | {s['params']:,} | {s['est_latency_ms']:.1f} ms | {pct(s['from_zero_kd_test'])} | "
+        earlier = f" (from {s['from_earlier_run']}, teacher {pct(s['teacher_test_accuracy'])})" if s.get("from_earlier_run") else ""
+        rows.append(f"| {name}{earlier} | `{s['student_label']}` | {s['params']:,} | {s['est_latency_ms']:.1f} ms | {pct(s['from_zero_kd_test'])} | "
                     f"{pct(s['pretrained_test'])} | {pct(s['pretrained_kd_test'])} | {pct(s['shipped_int8_test']) if s.get('gate') is None else 'refused: ' + pct(s['refused_int8_test'])} | "
                     f"{s['int8_drop_points'] if s['int8_drop_points'] is not None else '–'} | {max(s['wall_seconds'], sum(s['stage_seconds'].values())) / 60:.1f} min |")
     t = r["targets"]
